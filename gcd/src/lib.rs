@@ -1,0 +1,17 @@
+//! The `gcd` service: `pb.GCDService/Compute` over gRPC, plus what a
+//! Kubernetes workload needs around it.
+//!
+//! - [`compute`]: the arithmetic, a pure function.
+//! - [`service`]: the tonic service that counts and answers `Compute` calls.
+//! - [`server`]: binds the gRPC port (Compute, `grpc.health.v1`, reflection)
+//!   and the admin port, and runs both through the shared shutdown
+//!   choreography in [`ops::lifecycle`].
+//! - [`config`]: flags and environment variables.
+
+pub mod compute;
+pub mod config;
+pub mod server;
+pub mod service;
+
+pub use config::Config;
+pub use server::{Server, ServerError};
