@@ -21,11 +21,8 @@ const MAX_MESSAGE_BYTES: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] ops::http::BindError),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
@@ -43,8 +40,8 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
-        let (grpc, grpc_addr) = bind(config.listen).await?;
-        let (admin, admin_addr) = bind(config.admin_listen).await?;
+        let (grpc, grpc_addr) = ops::http::bind(config.listen).await?;
+        let (admin, admin_addr) = ops::http::bind(config.admin_listen).await?;
         Ok(Self {
             config,
             grpc,
@@ -117,11 +114,4 @@ impl Server {
             None => Ok(()),
         }
     }
-}
-
-async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
-    let bind_error = |source| ServerError::Bind { addr, source };
-    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
-    let local = listener.local_addr().map_err(bind_error)?;
-    Ok((listener, local))
 }

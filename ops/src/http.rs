@@ -11,7 +11,7 @@
 //! - on shutdown the listener closes, idle keep-alive connections close, and
 //!   in-flight requests finish before [`serve`] returns.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::server::conn::http1;
 use hyper_util::{
@@ -20,6 +20,23 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{net::TcpListener, sync::Semaphore};
+
+/// A listening socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// Binds `addr` (port 0 picks a free port) and reports the bound address,
+/// so callers can log and hand out the real port.
+pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BindError> {
+    let bind_error = |source| BindError { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
+}
 
 /// Per-listener resource limits.
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,322 @@
+//! Per-request load balancing over every gcd replica.
+//!
+//! A Kubernetes Service balances TCP connections, and gRPC multiplexes all
+//! calls over one HTTP/2 connection, so behind a ClusterIP every call would
+//! land on one pod. Instead the balancer keeps one channel per replica
+//! address (from [`Resolve`]), re-resolves on an interval, and picks a
+//! replica per call, round-robin.
+//!
+//! Failure handling, since `Compute` is idempotent:
+//! - every call has a deadline, sent to gcd as `grpc-timeout` and enforced
+//!   locally;
+//! - a call that fails because a replica is unreachable is retried once on
+//!   a different replica, and the failed replica is skipped for a short
+//!   while (it is still tried when nothing else is left, so a restarted
+//!   replica is picked up at once).
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use gcd_proto::{GcdRequest, gcd_service_client::GcdServiceClient};
+use tokio::time::Instant;
+use tonic::{Code, Status, transport::Channel};
+
+use crate::{
+    metrics::{ApiMetrics, Outcome},
+    resolve::{Resolve, Target},
+};
+
+/// How long a replica that failed is passed over.
+const EJECT_FOR: Duration = Duration::from_secs(2);
+
+/// Tuning for upstream calls.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Budget for one `Compute`, retry included.
+    pub deadline: Duration,
+    /// Budget for opening a TCP connection to one replica.
+    pub connect_timeout: Duration,
+}
+
+/// Why a `Compute` could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("no gcd replica is known")]
+    NoReplicas,
+    #[error("no gcd replica could be reached: {0}")]
+    Unavailable(Status),
+    #[error("gcd did not answer within the deadline")]
+    DeadlineExceeded,
+    #[error("gcd answered with an error: {0}")]
+    Failed(Status),
+}
+
+/// One gcd replica and the channel to it.
+struct Replica {
+    addr: SocketAddr,
+    client: GcdServiceClient<Channel>,
+    /// Milliseconds since the balancer's epoch until which to skip it.
+    ejected_until: AtomicU64,
+}
+
+pub struct Balancer {
+    targets: Vec<Target>,
+    resolver: Arc<dyn Resolve>,
+    settings: Settings,
+    metrics: Arc<ApiMetrics>,
+    epoch: Instant,
+    replicas: RwLock<Arc<[Arc<Replica>]>>,
+    /// Last good answer per target, kept when a later lookup fails: a DNS
+    /// hiccup must not empty the replica list.
+    last_resolved: Mutex<HashMap<Target, Vec<SocketAddr>>>,
+    next: AtomicUsize,
+}
+
+enum AttemptError {
+    /// The replica could not take the call; another one may.
+    Unreachable(Status),
+    Timeout,
+    Failed(Status),
+}
+
+impl Balancer {
+    pub fn new(
+        targets: Vec<Target>,
+        resolver: Arc<dyn Resolve>,
+        settings: Settings,
+        metrics: Arc<ApiMetrics>,
+    ) -> Self {
+        Self {
+            targets,
+            resolver,
+            settings,
+            metrics,
+            epoch: Instant::now(),
+            replicas: RwLock::new(Arc::from(Vec::new())),
+            last_resolved: Mutex::new(HashMap::new()),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Addresses of the replicas currently balanced over, sorted.
+    pub fn replica_addrs(&self) -> Vec<SocketAddr> {
+        self.snapshot().iter().map(|r| r.addr).collect()
+    }
+
+    /// Resolves every target once and swaps in the new replica set, keeping
+    /// the channels of replicas that are still there.
+    pub async fn refresh(&self) {
+        let mut resolved = Vec::with_capacity(self.targets.len());
+        for target in &self.targets {
+            // Bound each lookup: a hung resolver must not stall the loop.
+            let lookup =
+                tokio::time::timeout(Duration::from_secs(5), self.resolver.resolve(target)).await;
+            resolved.push(match lookup {
+                Ok(Ok(addrs)) => Some(addrs),
+                Ok(Err(err)) => {
+                    tracing::warn!(%target, error = %err, "cannot resolve gcd target");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(%target, "resolving gcd target timed out");
+                    None
+                }
+            });
+        }
+
+        let mut addrs = Vec::new();
+        {
+            let mut last = lock(&self.last_resolved);
+            for (target, fresh) in self.targets.iter().zip(resolved) {
+                if let Some(fresh) = fresh {
+                    last.insert(target.clone(), fresh);
+                }
+                addrs.extend(last.get(target).into_iter().flatten().copied());
+            }
+        }
+        addrs.sort_unstable();
+        addrs.dedup();
+
+        let current = self.snapshot();
+        if current.iter().map(|r| r.addr).eq(addrs.iter().copied()) {
+            return;
+        }
+        let replicas: Vec<Arc<Replica>> = addrs
+            .iter()
+            .map(|addr| match current.iter().find(|r| r.addr == *addr) {
+                Some(existing) => existing.clone(),
+                None => Arc::new(self.connect(*addr)),
+            })
+            .collect();
+        tracing::info!(replicas = ?addrs, "gcd replicas changed");
+        self.metrics
+            .replicas
+            .store(replicas.len() as u64, Ordering::Relaxed);
+        *self.replicas.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(replicas);
+    }
+
+    /// Refreshes every `interval`, forever.
+    pub async fn refresh_every(&self, interval: Duration) {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.refresh().await;
+        }
+    }
+
+    /// GCD of `a` and `b`, from one replica or, if it is unreachable, from
+    /// one other.
+    pub async fn compute(&self, a: u64, b: u64) -> Result<u64, UpstreamError> {
+        let deadline = Instant::now() + self.settings.deadline;
+        let replicas = self.snapshot();
+        let first = self
+            .pick(&replicas, None)
+            .ok_or(UpstreamError::NoReplicas)?;
+        let status = match self.attempt(first, a, b, deadline).await {
+            Ok(result) => return Ok(result),
+            Err(AttemptError::Unreachable(status)) => status,
+            Err(AttemptError::Timeout) => return Err(UpstreamError::DeadlineExceeded),
+            Err(AttemptError::Failed(status)) => return Err(UpstreamError::Failed(status)),
+        };
+        self.eject(first);
+        let Some(second) = self.pick(&replicas, Some(first.addr)) else {
+            return Err(UpstreamError::Unavailable(status));
+        };
+        self.metrics.upstream_retries.inc();
+        match self.attempt(second, a, b, deadline).await {
+            Ok(result) => Ok(result),
+            Err(AttemptError::Unreachable(status)) => {
+                self.eject(second);
+                Err(UpstreamError::Unavailable(status))
+            }
+            Err(AttemptError::Timeout) => Err(UpstreamError::DeadlineExceeded),
+            Err(AttemptError::Failed(status)) => Err(UpstreamError::Failed(status)),
+        }
+    }
+
+    async fn attempt(
+        &self,
+        replica: &Replica,
+        a: u64,
+        b: u64,
+        deadline: Instant,
+    ) -> Result<u64, AttemptError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            self.metrics.record_upstream(Outcome::DeadlineExceeded);
+            return Err(AttemptError::Timeout);
+        }
+        let mut request = tonic::Request::new(GcdRequest { a, b });
+        request.set_timeout(remaining);
+        let mut client = replica.client.clone();
+        let outcome = tokio::time::timeout_at(deadline, client.compute(request)).await;
+        let result = match outcome {
+            Ok(Ok(response)) => Ok(response.into_inner().result),
+            Err(_) => Err(AttemptError::Timeout),
+            Ok(Err(status)) => Err(classify(status)),
+        };
+        self.metrics.record_upstream(match &result {
+            Ok(_) => Outcome::Ok,
+            Err(AttemptError::Unreachable(_)) => Outcome::Unavailable,
+            Err(AttemptError::Timeout) => Outcome::DeadlineExceeded,
+            Err(AttemptError::Failed(_)) => Outcome::Error,
+        });
+        result
+    }
+
+    /// Round-robin over replicas that are not ejected, never `exclude`;
+    /// an ejected replica only when nothing else is left.
+    fn pick<'a>(
+        &self,
+        replicas: &'a [Arc<Replica>],
+        exclude: Option<SocketAddr>,
+    ) -> Option<&'a Replica> {
+        let len = replicas.len();
+        if len == 0 {
+            return None;
+        }
+        let now = self.now_millis();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut fallback = None;
+        for offset in 0..len {
+            let replica = &replicas[(start + offset) % len];
+            if Some(replica.addr) == exclude {
+                continue;
+            }
+            if replica.ejected_until.load(Ordering::Relaxed) <= now {
+                return Some(replica);
+            }
+            fallback.get_or_insert(replica.as_ref());
+        }
+        fallback
+    }
+
+    fn eject(&self, replica: &Replica) {
+        let until = self.now_millis() + EJECT_FOR.as_millis() as u64;
+        replica.ejected_until.store(until, Ordering::Relaxed);
+    }
+
+    fn now_millis(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn snapshot(&self) -> Arc<[Arc<Replica>]> {
+        self.replicas
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn connect(&self, addr: SocketAddr) -> Replica {
+        // A socket address is always a valid URI authority.
+        let endpoint = tonic::transport::Endpoint::from(http_uri(addr))
+            .connect_timeout(self.settings.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10));
+        Replica {
+            addr,
+            client: GcdServiceClient::new(endpoint.connect_lazy()),
+            ejected_until: AtomicU64::new(0),
+        }
+    }
+}
+
+fn http_uri(addr: SocketAddr) -> tonic::codegen::http::Uri {
+    tonic::codegen::http::Uri::builder()
+        .scheme("http")
+        .authority(addr.to_string())
+        .path_and_query("/")
+        .build()
+        .unwrap_or_default()
+}
+
+/// Unreachable means the call never reached gcd's handler, or the
+/// connection broke under it; both are safe to retry for an idempotent
+/// call. Statuses gcd itself sent are final.
+fn classify(status: Status) -> AttemptError {
+    match status.code() {
+        Code::DeadlineExceeded => AttemptError::Timeout,
+        Code::Unavailable => AttemptError::Unreachable(status),
+        // A local transport error (connection reset, closed mid-call)
+        // carries its cause; a status sent by the server does not.
+        Code::Unknown | Code::Internal | Code::Cancelled
+            if std::error::Error::source(&status).is_some() =>
+        {
+            AttemptError::Unreachable(status)
+        }
+        _ => AttemptError::Failed(status),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,24 @@
+//! The `api` gateway: `GET /gcd/{a}/{b}` over HTTP, answered by whichever
+//! gcd replica the balancer picks.
+//!
+//! - [`resolve`]: turns `--gcd` targets into socket addresses; injectable,
+//!   so tests can make one name stand for several replicas.
+//! - [`balancer`]: keeps one lazily connected gRPC channel per gcd replica,
+//!   re-resolves periodically, and spreads calls round-robin with a
+//!   deadline and one retry on a different replica.
+//! - [`routes`]: the public HTTP contract, its JSON errors, and the guard
+//!   that sheds load and records metrics.
+//! - [`metrics`]: what the admin port exports.
+//! - [`server`]: binds both ports and runs them through the shutdown
+//!   choreography in [`ops::lifecycle`].
+//! - [`config`]: flags and environment variables.
+
+pub mod balancer;
+pub mod config;
+pub mod metrics;
+pub mod resolve;
+pub mod routes;
+pub mod server;
+
+pub use config::Config;
+pub use server::{Server, ServerError};

@@ -1,0 +1,191 @@
+//! The public HTTP contract, compatible with the original tutorial:
+//!
+//! | request            | status | body                                  |
+//! |--------------------|--------|---------------------------------------|
+//! | `GET /gcd/12/18`   | 200    | `{"result":"6"}` (a string: u64 exceeds JavaScript's safe integers) |
+//! | bad `a` / bad `b`  | 400    | `{"error":"Invalid parameter A"}` / `B` |
+//! | no replica reachable | 503  | `{"error":"gcd is unavailable..."}`   |
+//! | deadline passed    | 504    | `{"error":"gcd did not answer..."}`   |
+//! | unknown path / method | 404 / 405 | JSON error                      |
+//!
+//! Every response, errors included, is JSON. Bodies are written by hand:
+//! they are a number or one of the fixed messages below, and a JSON
+//! serializer would cost more binary than it saves.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Router,
+    extract::{Request, State},
+    http::{StatusCode, Uri, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tokio::sync::Semaphore;
+
+use crate::{
+    balancer::{Balancer, UpstreamError},
+    metrics::{ApiMetrics, Route},
+};
+
+/// Longest request target accepted; a real one is under 50 bytes.
+pub const MAX_URI_BYTES: usize = 1024;
+
+/// Everything a request handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub balancer: Arc<Balancer>,
+    pub metrics: Arc<ApiMetrics>,
+    /// One permit per request in flight; none left means shed load.
+    pub in_flight: Arc<Semaphore>,
+}
+
+/// Every way a request can fail, with its status and message.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("Invalid parameter A")]
+    InvalidA,
+    #[error("Invalid parameter B")]
+    InvalidB,
+    #[error("Not found")]
+    NotFound,
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    #[error("URI too long")]
+    UriTooLong,
+    #[error("Server overloaded, try again")]
+    Overloaded,
+    #[error("gcd is unavailable: no replica is known")]
+    NoReplicas,
+    #[error("gcd is unavailable: no replica could be reached")]
+    Unavailable,
+    #[error("gcd did not answer within the deadline")]
+    DeadlineExceeded,
+    #[error("gcd failed to answer")]
+    UpstreamFailed,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidA | Self::InvalidB => StatusCode::BAD_REQUEST,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::Overloaded | Self::NoReplicas | Self::Unavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(err: UpstreamError) -> Self {
+        tracing::debug!(error = %err, "gcd call failed");
+        match err {
+            UpstreamError::NoReplicas => Self::NoReplicas,
+            UpstreamError::Unavailable(_) => Self::Unavailable,
+            UpstreamError::DeadlineExceeded => Self::DeadlineExceeded,
+            UpstreamError::Failed(_) => Self::UpstreamFailed,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        // Messages are fixed strings without quotes or backslashes.
+        json(self.status(), format!("{{\"error\":\"{self}\"}}"))
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/gcd/{*operands}", get(gcd))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+async fn gcd(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    let operands = uri.path().strip_prefix("/gcd/").unwrap_or_default();
+    let (a, b) = operands.split_once('/').ok_or(ApiError::NotFound)?;
+    if b.contains('/') {
+        return Err(ApiError::NotFound);
+    }
+    let a = parse_operand(a).ok_or(ApiError::InvalidA)?;
+    let b = parse_operand(b).ok_or(ApiError::InvalidB)?;
+    let result = state.balancer.compute(a, b).await?;
+    Ok(json(StatusCode::OK, format!("{{\"result\":\"{result}\"}}")))
+}
+
+/// A base-10 `u64`: digits only (no sign, no spaces), leading zeros fine.
+pub fn parse_operand(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Wraps every public request: rejects oversized URIs, sheds load when too
+/// many requests are in flight (503 at once instead of a growing queue),
+/// and records the request in the metrics.
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = if request.uri().path().starts_with("/gcd/") {
+        Route::Gcd
+    } else {
+        Route::Unmatched
+    };
+    let target_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    let response = if target_len > MAX_URI_BYTES {
+        ApiError::UriTooLong.into_response()
+    } else {
+        match state.in_flight.clone().try_acquire_owned() {
+            Ok(_permit) => next.run(request).await,
+            Err(_) => ApiError::Overloaded.into_response(),
+        }
+    };
+    state
+        .metrics
+        .record_request(route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_operand;
+
+    #[test]
+    fn operands_are_plain_base_10_u64() {
+        assert_eq!(parse_operand("12"), Some(12));
+        assert_eq!(parse_operand("012"), Some(12));
+        assert_eq!(parse_operand("0"), Some(0));
+        assert_eq!(parse_operand("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_operand("000000000000000000000000018"), Some(18));
+        for bad in [
+            "",
+            "abc",
+            "-1",
+            "+12",
+            " 1",
+            "1 ",
+            "1.0",
+            "0x1",
+            "18446744073709551616",
+            "١٢",
+        ] {
+            assert_eq!(parse_operand(bad), None, "{bad:?}");
+        }
+    }
+}

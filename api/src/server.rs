@@ -1,0 +1,117 @@
+//! Binds both ports, then serves until the [`Lifecycle`] says stop.
+//!
+//! Binding is separate from running so that callers (tests, `main`) learn
+//! the real addresses, including ephemeral ports, before traffic starts.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use ops::{Lifecycle, Phase};
+use tokio::{net::TcpListener, sync::Semaphore};
+
+use crate::{
+    Config,
+    balancer::{Balancer, Settings},
+    metrics::ApiMetrics,
+    resolve::{Resolve, SystemResolver},
+    routes::{AppState, router},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Bind(#[from] ops::http::BindError),
+}
+
+/// An api process with its ports bound.
+pub struct Server {
+    config: Config,
+    resolver: Arc<dyn Resolve>,
+    public: TcpListener,
+    admin: TcpListener,
+    public_addr: SocketAddr,
+    admin_addr: SocketAddr,
+}
+
+impl Server {
+    /// Binds with the system resolver.
+    pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        Self::bind_with_resolver(config, Arc::new(SystemResolver)).await
+    }
+
+    pub async fn bind_with_resolver(
+        config: Config,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Self, ServerError> {
+        let (public, public_addr) = ops::http::bind(config.listen).await?;
+        let (admin, admin_addr) = ops::http::bind(config.admin_listen).await?;
+        Ok(Self {
+            config,
+            resolver,
+            public,
+            admin,
+            public_addr,
+            admin_addr,
+        })
+    }
+
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Serves until `lifecycle` reaches [`Phase::Stopping`] and in-flight
+    /// requests have finished, or the drain timeout has passed.
+    pub async fn run(self, lifecycle: Lifecycle) -> Result<(), ServerError> {
+        let config = self.config;
+        let metrics = Arc::new(ApiMetrics::default());
+        let balancer = Arc::new(Balancer::new(
+            config.gcd.0.clone(),
+            self.resolver,
+            Settings {
+                deadline: config.deadline,
+                connect_timeout: config.connect_timeout,
+            },
+            metrics.clone(),
+        ));
+        let refresher = {
+            let balancer = balancer.clone();
+            tokio::spawn(async move { balancer.refresh_every(config.resolve_interval).await })
+        };
+
+        let state = AppState {
+            balancer,
+            metrics: metrics.clone(),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+        };
+        tracing::info!(
+            addr = %self.public_addr,
+            admin_addr = %self.admin_addr,
+            gcd = ?config.gcd.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "api listening"
+        );
+        let public = ops::http::serve(
+            self.public,
+            router(state),
+            ops::http::Limits {
+                max_connections: config.max_connections,
+                header_read_timeout: config.header_read_timeout,
+                ..ops::http::Limits::default()
+            },
+            lifecycle.reached(Phase::Stopping),
+        );
+        let admin = ops::http::serve(
+            self.admin,
+            ops::admin::router(lifecycle.clone(), metrics),
+            ops::http::Limits::default(),
+            lifecycle.reached(Phase::Stopping),
+        );
+        lifecycle
+            .drain(async { tokio::join!(public, admin) }, config.drain_timeout)
+            .await;
+        refresher.abort();
+        Ok(())
+    }
+}
