@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what scripts/test.sh needs on a Debian or Ubuntu machine (run as
+# root, or with sudo available). Idempotent: it installs only what is
+# missing, so running it again is quick.
+#
+# Cargo, rustfmt and clippy are expected from rustup (https://rustup.rs).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/common.sh
+source scripts/lib/common.sh
+
+# Debian packages the tests and the ARM image build use.
+APT_PACKAGES=(
+  ca-certificates curl git python3 python3-venv
+)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+for package in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
+    missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+for tool in cargo rustfmt cargo-clippy; do
+  command -v "$tool" >/dev/null || die "$tool not found: install Rust with rustup (https://rustup.rs), then 'rustup component add rustfmt clippy'"
+done
+
+# Python tools (pytest, manifest validation, zig) live in a venv in the cache.
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating Python venv in $VENV"
+  python3 -m venv "$VENV"
+fi
+if ! cmp -s scripts/requirements.txt "$VENV/requirements.installed"; then
+  log "installing Python packages into $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r scripts/requirements.txt
+  cp scripts/requirements.txt "$VENV/requirements.installed"
+fi

@@ -1,0 +1,11 @@
+# Shared by the scripts in this directory: paths and messages.
+# Source it; it defines variables and functions only.
+
+# Slow things (ARM std builds, cargo target dirs, the Python venv) are cached
+# here, outside the clone, so repeated runs are fast; nothing depends on the
+# cache being present.
+CACHE=${PI_GCD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pi-gcd}
+VENV="$CACHE/venv"
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
