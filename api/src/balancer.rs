@@ -162,9 +162,9 @@ impl Balancer {
         *self.replicas.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(replicas);
     }
 
-    /// Refreshes every `interval`, forever.
+    /// Refreshes every `interval`, forever, starting one interval from now.
     pub async fn refresh_every(&self, interval: Duration) {
-        let mut ticks = tokio::time::interval(interval);
+        let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;

@@ -76,6 +76,9 @@ impl Server {
             },
             metrics.clone(),
         ));
+        // Know the replicas before the first request, so a fresh api does
+        // not answer 503 while gcd is up.
+        balancer.refresh().await;
         let refresher = {
             let balancer = balancer.clone();
             tokio::spawn(async move { balancer.refresh_every(config.resolve_interval).await })

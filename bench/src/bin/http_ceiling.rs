@@ -1,0 +1,49 @@
+//! `http-ceiling`: the api's HTTP stack (the same accept loop, limits and
+//! router type) answering `GET /gcd/{a}/{b}` with a fixed body, with no gRPC
+//! hop behind it. wrk against this shows the most this machine can serve, so
+//! the api -> gcd figures can be read against it.
+
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
+
+use argh::FromArgs;
+use axum::{Router, http::header, routing::get};
+use ops::Phase;
+
+/// Fixed-answer HTTP responder on the api's HTTP stack, for measuring this
+/// machine's ceiling: GET /gcd/{a}/{b} always answers {"result":"6"}.
+#[derive(FromArgs, Debug)]
+struct Args {
+    /// address to listen on; port 0 picks one and logs it [default 127.0.0.1:0]
+    #[argh(option, default = "SocketAddr::from(([127, 0, 0, 1], 0))")]
+    listen: SocketAddr,
+
+    /// worker threads (Tokio); 0 means one per CPU core [default 0]
+    #[argh(option, default = "0")]
+    worker_threads: usize,
+}
+
+fn main() -> ExitCode {
+    let args: Args = argh::from_env();
+    ops::logging::init();
+    ops::process::run(
+        "http-ceiling",
+        args.worker_threads,
+        Duration::ZERO,
+        |lifecycle| async move {
+            let (listener, addr) = ops::http::bind(args.listen).await?;
+            tracing::info!(addr = %addr, "http-ceiling listening");
+            let router = Router::new().route(
+                "/gcd/{*operands}",
+                get(|| async { ([(header::CONTENT_TYPE, "application/json")], "{\"result\":\"6\"}") }),
+            );
+            ops::http::serve(
+                listener,
+                router,
+                ops::http::Limits::default(),
+                lifecycle.reached(Phase::Stopping),
+            )
+            .await;
+            Ok::<(), ops::http::BindError>(())
+        },
+    )
+}
