@@ -70,7 +70,8 @@ impl Service {
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| {
                 panic!(
-                    "{name} did not report its addresses; log:\n{}",
+                    "{name} did not report its addresses (exit status {:?}); log:\n{}",
+                    child.try_wait(),
                     log.lock().unwrap()
                 )
             });
@@ -83,38 +84,29 @@ impl Service {
     }
 
     /// A gcd on ephemeral loopback ports (or `listen`, to come back on a
-    /// known address) with no shutdown delay.
+    /// known address) with no shutdown delay; `extra` flags override these.
     pub fn gcd(listen: Option<SocketAddr>, extra: &[&str]) -> Self {
         let listen = listen.map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string());
-        let mut args = vec![
-            "--listen",
-            &listen,
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--shutdown-delay-ms",
-            "0",
+        let defaults = [
+            ("--listen", listen.as_str()),
+            ("--admin-listen", "127.0.0.1:0"),
+            ("--shutdown-delay-ms", "0"),
         ];
-        args.extend_from_slice(extra);
-        Self::start("gcd", &args)
+        Self::start("gcd", &with_defaults(&defaults, extra))
     }
 
     /// An api on ephemeral loopback ports in front of `gcd` (a `--gcd`
-    /// list), with a short resolve interval and no shutdown delay.
+    /// list), with a short resolve interval and no shutdown delay; `extra`
+    /// flags override these.
     pub fn api(gcd: &str, extra: &[&str]) -> Self {
-        let mut args = vec![
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--gcd",
-            gcd,
-            "--resolve-interval-ms",
-            "100",
-            "--shutdown-delay-ms",
-            "0",
+        let defaults = [
+            ("--listen", "127.0.0.1:0"),
+            ("--admin-listen", "127.0.0.1:0"),
+            ("--gcd", gcd),
+            ("--resolve-interval-ms", "100"),
+            ("--shutdown-delay-ms", "0"),
         ];
-        args.extend_from_slice(extra);
-        Self::start("api", &args)
+        Self::start("api", &with_defaults(&defaults, extra))
     }
 
     pub fn pid(&self) -> u32 {
@@ -164,6 +156,17 @@ pub fn metric_value(text: &str, series: &str) -> Option<u64> {
         let (name, value) = line.rsplit_once(' ')?;
         (name == series).then(|| value.parse().ok())?
     })
+}
+
+/// `extra`, preceded by each default flag that `extra` does not set.
+fn with_defaults<'a>(defaults: &[(&'a str, &'a str)], extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args: Vec<&str> = defaults
+        .iter()
+        .filter(|(flag, _)| !extra.contains(flag))
+        .flat_map(|(flag, value)| [*flag, *value])
+        .collect();
+    args.extend_from_slice(extra);
+    args
 }
 
 /// `key=value` from a log line.

@@ -218,7 +218,9 @@ async fn call_loop(mut client: GcdServiceClient<Channel>, budget: Arc<Budget>) -
         let request = GcdRequest { a: 6 * k, b: 4 * k };
         let started = Instant::now();
         match client.compute(request).await {
-            Ok(response) if response.get_ref().result == 2 * k => latencies.record(started.elapsed()),
+            Ok(response) if response.get_ref().result == 2 * k => {
+                latencies.record(started.elapsed())
+            }
             Ok(_) | Err(_) => errors += 1,
         }
     }

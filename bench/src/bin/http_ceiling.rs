@@ -34,7 +34,12 @@ fn main() -> ExitCode {
             tracing::info!(addr = %addr, "http-ceiling listening");
             let router = Router::new().route(
                 "/gcd/{*operands}",
-                get(|| async { ([(header::CONTENT_TYPE, "application/json")], "{\"result\":\"6\"}") }),
+                get(|| async {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        "{\"result\":\"6\"}",
+                    )
+                }),
             );
             ops::http::serve(
                 listener,

@@ -1,0 +1,233 @@
+//! Per-request load balancing over several gcd replicas, and what happens
+//! when replicas die, vanish, appear or come back.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use api::{
+    Server,
+    config::{Args, Config},
+    resolve::{Resolution, Resolve, Target},
+};
+use testkit::{eventually, http::get, process::Service};
+
+const COMPUTED: &str = "gcd_compute_requests_total";
+
+fn start_replicas(count: usize) -> Vec<Service> {
+    (0..count).map(|_| Service::gcd(None, &[])).collect()
+}
+
+fn addr_list(replicas: &[Service]) -> String {
+    replicas
+        .iter()
+        .map(|r| r.addr.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn assert_ok(addr: SocketAddr) {
+    let response = get(addr, "/gcd/12/18");
+    assert_eq!(
+        (response.status, response.body.as_str()),
+        (200, r#"{"result":"6"}"#)
+    );
+}
+
+#[test]
+fn requests_are_spread_over_every_replica() {
+    let replicas = start_replicas(3);
+    let api = Service::api(&addr_list(&replicas), &[]);
+
+    for _ in 0..300 {
+        assert_ok(api.addr);
+    }
+    let served: Vec<u64> = replicas.iter().map(|r| r.metric(COMPUTED)).collect();
+    assert_eq!(served.iter().sum::<u64>(), 300, "{served:?}");
+    for count in &served {
+        assert!(
+            *count >= 60,
+            "a replica got under 20% of 300 requests: {served:?}"
+        );
+    }
+}
+
+#[test]
+fn a_killed_replica_loses_no_request() {
+    let mut replicas = start_replicas(3);
+    let api = Service::api(&addr_list(&replicas), &[]);
+    let api_addr = api.addr;
+
+    // Four clients stream requests until told to stop; every answer must
+    // be a 200, including those in flight when the replica dies.
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, answered, failures) = (stop.clone(), answered.clone(), failures.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let response = get(api_addr, "/gcd/12/18");
+                    if response.status != 200 {
+                        failures.lock().unwrap().push(response);
+                    }
+                    answered.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+
+    let wait_for = |count: usize| {
+        eventually("requests to stream", Duration::from_secs(30), || {
+            (answered.load(Ordering::SeqCst) >= count).then_some(())
+        })
+    };
+    wait_for(200);
+    let victim = replicas.remove(0);
+    victim.signal("KILL");
+    let before = answered.load(Ordering::SeqCst);
+    wait_for(before + 500);
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.join().unwrap();
+    }
+
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, e.g. {:?}",
+        failures.len(),
+        failures.first()
+    );
+    // Calls that hit the dead replica were retried on a live one.
+    assert!(
+        api.metric("api_upstream_retries_total") > 0,
+        "{}",
+        api.log()
+    );
+}
+
+#[test]
+fn all_replicas_down_is_503_then_recovers_on_the_same_address() {
+    let replicas = start_replicas(2);
+    let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.addr).collect();
+    let api = Service::api(&addr_list(&replicas), &["--deadline-ms", "1000"]);
+    assert_ok(api.addr);
+
+    for replica in &replicas {
+        replica.signal("KILL");
+    }
+    drop(replicas);
+    let started = Instant::now();
+    let response = get(api.addr, "/gcd/12/18");
+    assert_eq!(response.status, 503, "{response:?}");
+    assert!(response.body.contains("gcd is unavailable"), "{response:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "503 only after the deadline"
+    );
+
+    // One replica comes back on its old address; the api was not restarted.
+    let _back = Service::gcd(Some(addrs[1]), &[]);
+    eventually(
+        "the api to answer 200 again",
+        Duration::from_secs(5),
+        || (get(api.addr, "/gcd/12/18").status == 200).then_some(()),
+    );
+}
+
+/// A resolver the test controls: one name, whatever addresses it is told.
+#[derive(Default)]
+struct ScriptedResolver {
+    answer: Mutex<Vec<SocketAddr>>,
+}
+
+impl ScriptedResolver {
+    fn answer(&self, addrs: &[SocketAddr]) {
+        *self.answer.lock().unwrap() = addrs.to_vec();
+    }
+}
+
+impl Resolve for ScriptedResolver {
+    fn resolve<'a>(&'a self, target: &'a Target) -> Resolution<'a> {
+        assert_eq!(target.to_string(), "gcd-service:3000");
+        let addrs = self.answer.lock().unwrap().clone();
+        Box::pin(async move { Ok(addrs) })
+    }
+}
+
+/// The api library with an injected resolver: one name stands for a
+/// changing set of real gcd replicas, as a headless Service does.
+#[test]
+fn replicas_that_appear_or_vanish_are_picked_up_without_restart() {
+    let replicas = start_replicas(3);
+    let resolver = Arc::new(ScriptedResolver::default());
+    resolver.answer(&[replicas[0].addr]);
+
+    let config = Config::from_args(Args {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        gcd: Some("gcd-service:3000".into()),
+        resolve_interval_ms: Some(50),
+        ..Args::default()
+    })
+    .unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let lifecycle = ops::Lifecycle::new();
+    let server = runtime
+        .block_on(Server::bind_with_resolver(config, resolver.clone()))
+        .unwrap();
+    let (api, admin) = (server.public_addr(), server.admin_addr());
+    let running = runtime.spawn(server.run(lifecycle.clone()));
+
+    let balanced_over = |count: u64| {
+        eventually(
+            &format!("{count} replicas"),
+            Duration::from_secs(10),
+            || {
+                let text = get(admin, "/metrics").body;
+                (testkit::process::metric_value(&text, "api_gcd_replicas") == Some(count))
+                    .then_some(())
+            },
+        )
+    };
+    let counts = || {
+        replicas
+            .iter()
+            .map(|r| r.metric(COMPUTED))
+            .collect::<Vec<_>>()
+    };
+
+    balanced_over(1);
+    for _ in 0..30 {
+        assert_ok(api);
+    }
+    assert_eq!(counts(), [30, 0, 0]);
+
+    // Two more pods become ready.
+    resolver.answer(&[replicas[0].addr, replicas[1].addr, replicas[2].addr]);
+    balanced_over(3);
+    for _ in 0..30 {
+        assert_ok(api);
+    }
+    assert_eq!(counts(), [40, 10, 10]);
+
+    // The first pod is gone from DNS: it gets nothing more.
+    resolver.answer(&[replicas[1].addr, replicas[2].addr]);
+    balanced_over(2);
+    for _ in 0..30 {
+        assert_ok(api);
+    }
+    assert_eq!(counts(), [40, 25, 25]);
+
+    lifecycle.advance(ops::Phase::Stopping);
+    runtime.block_on(running).unwrap().unwrap();
+}
