@@ -46,6 +46,11 @@ cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
 
 TARGETS=(armv7-unknown-linux-musleabihf aarch64-unknown-linux-musl x86_64-unknown-linux-musl)
+# For size experiments (scripts/size-report.py): a subset of targets, extra
+# cargo arguments, and another output directory; binaries only.
+if [ -n "${PI_GCD_TARGETS:-}" ]; then read -r -a TARGETS <<<"$PI_GCD_TARGETS"; fi
+read -r -a EXTRA_CARGO_ARGS <<<"${PI_GCD_CARGO_ARGS:-}"
+DIST=${PI_GCD_DIST:-dist}
 PLATFORMS=(linux/arm/v7 linux/arm64 linux/amd64)
 SERVICES=(gcd api)
 IMAGE_NAMESPACE=${IMAGE_NAMESPACE:-docker.io/pi-gcd}
@@ -222,7 +227,7 @@ EOF
   # profile; no std features (no backtrace symbolizer: panic=abort anyway).
   log "cargo build (build-std, $(${DEBIAN_RUSTC} --version)) into $CARGO_TARGET_DIR"
   RUSTC=$DEBIAN_RUSTC RUSTC_BOOTSTRAP=1 "$cargo_bin" build --release --locked \
-    -p gcd -p api "${target_args[@]}" \
+    -p gcd -p api "${target_args[@]}" "${EXTRA_CARGO_ARGS[@]}" \
     -Z build-std=std,panic_abort -Z "build-std-features=${PI_GCD_STD_FEATURES:-}"
 }
 
@@ -230,7 +235,7 @@ build_cross() {
   local target
   for target in "${TARGETS[@]}"; do
     log "cross build --target $target"
-    cross build --release --locked -p gcd -p api --target "$target"
+    cross build --release --locked -p gcd -p api --target "$target" "${EXTRA_CARGO_ARGS[@]}"
   done
 }
 
@@ -245,22 +250,23 @@ if [ "$do_binaries" = 1 ]; then
     build_cross
   fi
   for target in "${TARGETS[@]}"; do
-    mkdir -p "dist/$target"
+    mkdir -p "$DIST/$target"
     for service in "${SERVICES[@]}"; do
-      cp -f "$CARGO_TARGET_DIR/$target/release/$service" "dist/$target/$service.tmp"
-      touch -d "@$SOURCE_DATE_EPOCH" "dist/$target/$service.tmp"
-      mv -f "dist/$target/$service.tmp" "dist/$target/$service"
+      cp -f "$CARGO_TARGET_DIR/$target/release/$service" "$DIST/$target/$service.tmp"
+      touch -d "@$SOURCE_DATE_EPOCH" "$DIST/$target/$service.tmp"
+      mv -f "$DIST/$target/$service.tmp" "$DIST/$target/$service"
     done
   done
-  log "binaries in dist/ after $(($(date +%s) - start))s:"
+  log "binaries in $DIST/ after $(($(date +%s) - start))s:"
   for target in "${TARGETS[@]}"; do
     for service in "${SERVICES[@]}"; do
-      printf '    %-45s %9d bytes\n' "dist/$target/$service" "$(stat -c %s "dist/$target/$service")" >&2
+      printf '    %-45s %9d bytes\n' "$DIST/$target/$service" "$(stat -c %s "$DIST/$target/$service")" >&2
     done
   done
 fi
 
 [ "$do_images" = 1 ] || exit 0
+if [ "$DIST" != dist ] || [ ${#TARGETS[@]} != 3 ]; then die "images are built from dist/ with all three targets"; fi
 
 # --- step 2: images ------------------------------------------------------------
 

@@ -19,6 +19,19 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# The ARM build and its proof (scripts/build-arm.sh, tests/system/): Debian's
+# Rust with its std source (rustc-web 1.96 builds std for the ARM targets),
+# qemu to run ARM binaries, buildah/skopeo/podman/runc for the images.
+# PI_GCD_SKIP_ARM=1 leaves them out.
+ARM_APT_PACKAGES=(
+  rustc-web cargo-web rust-web-src
+  qemu-user-static
+  buildah skopeo podman runc uidmap netavark aardvark-dns
+)
+if [ "${PI_GCD_SKIP_ARM:-0}" != 1 ]; then
+  APT_PACKAGES+=("${ARM_APT_PACKAGES[@]}")
+fi
+
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||

@@ -1,0 +1,323 @@
+"""Proof that scripts/build-arm.sh made what a Raspberry Pi cluster needs.
+
+- every binary in dist/<target>/ is a static, stripped ELF of the right
+  architecture (and the hard-float EABI on armv7);
+- the ARM gcd + api pairs, run under qemu-user, answer GET /gcd/12/18;
+- each OCI archive in dist/images/ is one multi-arch index of exactly
+  linux/arm/v7, linux/arm64 and linux/amd64, named for containerd's import,
+  each image a non-root numeric user, the entrypoint, and one layer holding
+  exactly the binary from dist/ for its platform;
+- the images run (podman with runc; ARM through qemu binfmt_misc, or the
+  binary taken from the image layer under qemu-user when binfmt_misc cannot
+  be used) and answer a real request through api -> gcd.
+"""
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import struct
+import subprocess
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import (
+    PLATFORM_TARGET,
+    QUICK_STOP_ENV,
+    SERVICE_ARGS,
+    SERVICES,
+    TARGETS,
+    Service,
+    assert_gcd_answers,
+    require_dist,
+    require_file,
+    require_tool,
+    wait_ready,
+)
+
+IMAGE_NAME = "docker.io/pi-gcd/{service}:{version}"
+EXPECTED_PLATFORMS = {platform for platform, *_ in TARGETS.values()}
+EXPOSED = {"gcd": {"3000/tcp", "9090/tcp"}, "api": {"8080/tcp", "9091/tcp"}}
+
+
+def workspace_version() -> str:
+    import tomllib
+
+    from conftest import REPO
+
+    with open(REPO / "Cargo.toml", "rb") as f:
+        return tomllib.load(f)["workspace"]["package"]["version"]
+
+
+# --- ELF -------------------------------------------------------------------------
+
+PT_DYNAMIC, PT_INTERP = 2, 3
+SHT_SYMTAB = 2
+EF_ARM_ABI_FLOAT_HARD = 0x400
+EF_ARM_EABI_VER5 = 0x05000000
+
+
+def elf_facts(path: Path) -> dict:
+    data = path.read_bytes()
+    assert data[:4] == b"\x7fELF", f"{path} is not an ELF file"
+    elf_class, endian = data[4], data[5]
+    assert endian == 1, f"{path} is not little-endian"
+    if elf_class == 1:
+        e_type, e_machine, _v, _entry, e_phoff, e_shoff, e_flags, _eh, e_phentsize, e_phnum, e_shentsize, e_shnum, _ = \
+            struct.unpack_from("<HHIIIIIHHHHHH", data, 16)
+        ph_fmt, sh_type_off = "<II", 4
+    else:
+        e_type, e_machine, _v, _entry, e_phoff, e_shoff, e_flags, _eh, e_phentsize, e_phnum, e_shentsize, e_shnum, _ = \
+            struct.unpack_from("<HHIQQQIHHHHHH", data, 16)
+        ph_fmt, sh_type_off = "<II", 4
+    segments = [struct.unpack_from(ph_fmt, data, e_phoff + i * e_phentsize)[0] for i in range(e_phnum)]
+    section_types = [struct.unpack_from("<I", data, e_shoff + i * e_shentsize + sh_type_off)[0]
+                     for i in range(e_shnum)]
+    return {
+        "class": elf_class,
+        "type": e_type,
+        "machine": e_machine,
+        "flags": e_flags,
+        "segments": segments,
+        "has_symtab": SHT_SYMTAB in section_types,
+        "size": len(data),
+    }
+
+
+BINARIES = [(target, service) for target in TARGETS for service in SERVICES]
+
+
+@pytest.mark.parametrize("target,service", BINARIES, ids=[f"{t}/{s}" for t, s in BINARIES])
+def test_binary_is_static_and_of_its_architecture(target: str, service: str) -> None:
+    path = require_file(require_dist() / target / service)
+    assert os.access(path, os.X_OK), f"{path} is not executable"
+    _platform, machine, elf_class, _qemu = TARGETS[target]
+    facts = elf_facts(path)
+    assert facts["machine"] == machine, f"{path}: e_machine {facts['machine']}, expected {machine}"
+    assert facts["class"] == elf_class, f"{path}: ELF class {facts['class']}, expected {elf_class}"
+    assert facts["type"] in (2, 3), f"{path}: not an executable (e_type {facts['type']})"
+    assert PT_INTERP not in facts["segments"], f"{path} asks for a dynamic loader (PT_INTERP)"
+    assert PT_DYNAMIC not in facts["segments"], f"{path} has a dynamic section: not fully static"
+    assert not facts["has_symtab"], f"{path} is not stripped (has .symtab)"
+    if machine == 40:
+        assert facts["flags"] & 0xFF000000 == EF_ARM_EABI_VER5, f"{path}: not EABI5 ({facts['flags']:#x})"
+        assert facts["flags"] & EF_ARM_ABI_FLOAT_HARD, f"{path}: not hard-float ({facts['flags']:#x})"
+
+
+# --- ARM binaries under qemu-user -----------------------------------------------------
+
+
+@contextlib.contextmanager
+def running_pair(start):
+    """Starts gcd, then api pointed at it; yields api's (public, admin) addrs.
+    `start(service, extra_args)` returns a started Service."""
+    started: list[Service] = []
+    try:
+        gcd = start("gcd", [])
+        started.append(gcd)
+        gcd_addr, _ = gcd.wait_listening()
+        api = start("api", ["--gcd", f"127.0.0.1:{gcd_addr[1]}"])
+        started.append(api)
+        api_addr, api_admin = api.wait_listening()
+        wait_ready(api_admin, service=api)
+        yield api_addr, api_admin
+        for service in reversed(started):
+            status = service.terminate()
+            assert status == 0, f"{service.name} exited {status} after SIGTERM; log:\n{service.log()}"
+    finally:
+        for service in started:
+            service.kill()
+
+
+@pytest.mark.parametrize("target", ["armv7-unknown-linux-musleabihf", "aarch64-unknown-linux-musl"])
+def test_arm_pair_answers_under_qemu(target: str) -> None:
+    qemu = require_tool(TARGETS[target][3])
+    dist = require_dist()
+
+    def start(service: str, extra: list[str]) -> Service:
+        binary = require_file(dist / target / service)
+        return Service([qemu, str(binary), *SERVICE_ARGS[service], *extra], env=QUICK_STOP_ENV,
+                       name=f"{service} ({target})")
+
+    with running_pair(start) as (api_addr, _):
+        assert_gcd_answers(api_addr)
+
+
+# --- OCI archives ------------------------------------------------------------------------
+
+
+class OciArchive:
+    def __init__(self, path: Path):
+        self.path = path
+        self.tar = tarfile.open(path)
+
+    def read(self, name: str) -> bytes:
+        member = self.tar.extractfile(name)
+        assert member is not None, f"{self.path}: {name} missing"
+        return member.read()
+
+    def blob(self, digest: str) -> bytes:
+        algorithm, _, hexdigest = digest.partition(":")
+        data = self.read(f"blobs/{algorithm}/{hexdigest}")
+        import hashlib
+
+        assert hashlib.new(algorithm, data).hexdigest() == hexdigest, f"{self.path}: blob {digest} corrupt"
+        return data
+
+    def json_blob(self, digest: str) -> dict:
+        return json.loads(self.blob(digest))
+
+
+def archive(service: str) -> OciArchive:
+    return OciArchive(require_file(require_dist() / "images" / f"{service}.oci.tar"))
+
+
+def platform_of(descriptor: dict) -> tuple:
+    p = descriptor.get("platform", {})
+    return (p.get("os"), p.get("architecture"), p.get("variant"))
+
+
+def layer_files(layer: bytes) -> dict[str, tarfile.TarInfo | bytes]:
+    if layer[:2] == b"\x1f\x8b":
+        layer = gzip.decompress(layer)
+    files = {}
+    with tarfile.open(fileobj=io.BytesIO(layer)) as tar:
+        for member in tar.getmembers():
+            name = member.name.lstrip("./")
+            if member.isdir() and name == "":
+                continue
+            files[name] = (member, tar.extractfile(member).read() if member.isfile() else b"")
+    return files
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_oci_archive_is_one_multi_arch_index(service: str) -> None:
+    oci = archive(service)
+    assert json.loads(oci.read("oci-layout"))["imageLayoutVersion"] == "1.0.0"
+    top = json.loads(oci.read("index.json"))
+    assert len(top["manifests"]) == 1, f"{oci.path}: {len(top['manifests'])} entries in index.json, expected 1"
+    entry = top["manifests"][0]
+    assert entry["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    name = IMAGE_NAME.format(service=service, version=workspace_version())
+    assert entry["annotations"]["io.containerd.image.name"] == name
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == name
+
+    index = oci.json_blob(entry["digest"])
+    platforms = [platform_of(m) for m in index["manifests"]]
+    assert len(platforms) == 3 and set(platforms) == EXPECTED_PLATFORMS, platforms
+
+    for descriptor in index["manifests"]:
+        platform = platform_of(descriptor)
+        target = PLATFORM_TARGET[platform]
+        manifest = oci.json_blob(descriptor["digest"])
+        config = oci.json_blob(manifest["config"]["digest"])
+        assert (config["os"], config["architecture"], config.get("variant")) == platform
+        cfg = config["config"]
+        user = cfg.get("User", "")
+        uid = user.split(":")[0]
+        assert uid.isdigit() and int(uid) != 0, f"{service} {platform}: user {user!r} is not numeric non-root"
+        assert cfg.get("Entrypoint") == [f"/{service}"], cfg.get("Entrypoint")
+        assert not cfg.get("Cmd"), f"{service} {platform}: unexpected Cmd {cfg.get('Cmd')}"
+        assert set(cfg.get("ExposedPorts", {})) == EXPOSED[service]
+        labels = cfg.get("Labels", {})
+        assert labels.get("org.opencontainers.image.version") == workspace_version()
+        for label in ("source", "revision", "created"):
+            assert labels.get(f"org.opencontainers.image.{label}"), f"label {label} missing: {labels}"
+
+        assert len(manifest["layers"]) == 1, f"{service} {platform}: {len(manifest['layers'])} layers"
+        files = layer_files(oci.blob(manifest["layers"][0]["digest"]))
+        assert set(files) == {service}, f"{service} {platform}: layer holds {sorted(files)}"
+        member, content = files[service]
+        assert member.mode & 0o111, f"{service} {platform}: /{service} is not executable"
+        dist_binary = require_dist() / target / service
+        assert content == dist_binary.read_bytes(), f"{service} {platform}: layer binary differs from {dist_binary}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_skopeo_sees_the_same_index(service: str) -> None:
+    skopeo = require_tool("skopeo")
+    oci = archive(service)
+    raw = subprocess.run([skopeo, "inspect", "--raw", f"oci-archive:{oci.path}"], check=True,
+                         capture_output=True, timeout=120).stdout
+    index = json.loads(raw)
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert {platform_of(m) for m in index["manifests"]} == EXPECTED_PLATFORMS
+
+
+# --- the images, run --------------------------------------------------------------------
+
+
+class Podman:
+    """podman with runc and a throw-away vfs store, so the tests neither need
+    nor touch the machine's image store."""
+
+    def __init__(self, root: Path):
+        self.base = [
+            require_tool("podman"),
+            "--root", str(root / "storage"), "--runroot", str(root / "run"),
+            "--storage-driver", "vfs", "--runtime", require_tool("runc"),
+            "--cgroup-manager", "cgroupfs", "--events-backend", "file",
+        ]
+
+    def run(self, *args: str, timeout: float = 300) -> str:
+        done = subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, f"podman {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+        return done.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def podman(tmp_path_factory) -> Podman:
+    return Podman(tmp_path_factory.mktemp("podman"))
+
+
+def pull(podman: Podman, service: str, platform: tuple) -> str:
+    os_, arch, variant = platform
+    spec = "/".join(p for p in platform if p)
+    image_id = podman.run("pull", "-q", "--platform", spec, f"oci-archive:{archive(service).path}")
+    inspect = json.loads(podman.run("image", "inspect", image_id))[0]
+    assert (inspect["Os"], inspect["Architecture"]) == (os_, arch), inspect["Architecture"]
+    return image_id
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_images_run_and_answer(target: str, podman: Podman, binfmt_problem: str | None) -> None:
+    platform, _machine, _class, qemu = TARGETS[target]
+    images = {service: pull(podman, service, platform) for service in SERVICES}
+
+    if qemu and binfmt_problem:
+        # No binfmt_misc: run the binary taken out of each image's layer
+        # under qemu-user, with the image's own entrypoint.
+        print(f"binfmt_misc unusable ({binfmt_problem}); running the layer binaries under {qemu}")
+        qemu_path = require_tool(qemu)
+        extracted = {}
+        for service in SERVICES:
+            oci = archive(service)
+            index = oci.json_blob(json.loads(oci.read("index.json"))["manifests"][0]["digest"])
+            (descriptor,) = [m for m in index["manifests"] if platform_of(m) == platform]
+            manifest = oci.json_blob(descriptor["digest"])
+            _member, content = layer_files(oci.blob(manifest["layers"][0]["digest"]))[service]
+            path = Path(podman.base[2]).parent / f"{target}-{service}"
+            path.write_bytes(content)
+            path.chmod(0o755)
+            extracted[service] = path
+
+        def start(service: str, extra: list[str]) -> Service:
+            return Service([qemu_path, str(extracted[service]), *SERVICE_ARGS[service], *extra],
+                           env=QUICK_STOP_ENV, name=f"{service} (layer, {target})")
+    else:
+        limits = ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]
+
+        def start(service: str, extra: list[str]) -> Service:
+            name = f"pi-gcd-test-{service}-{uuid.uuid4().hex[:8]}"
+            env = [f"--env={k}={v}" for k, v in QUICK_STOP_ENV.items()]
+            argv = [*podman.base, "run", "--rm", "--name", name, "--network", "host",
+                    "--read-only", "--cap-drop", "all", "--security-opt", "no-new-privileges",
+                    *limits, *env, images[service], *SERVICE_ARGS[service], *extra]
+            return Service(argv, name=f"{service} (image, {target})")
+
+    with running_pair(start) as (api_addr, _):
+        assert_gcd_answers(api_addr)
