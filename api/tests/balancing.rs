@@ -60,6 +60,19 @@ fn requests_are_spread_over_every_replica() {
 
 #[test]
 fn a_killed_replica_loses_no_request() {
+    replica_leaves_under_load("KILL");
+}
+
+/// Stopping with no shutdown delay is the worst case: the api learns the
+/// replica is gone only from its GOAWAY and refused connections.
+#[test]
+fn a_replica_stopped_without_delay_loses_no_request() {
+    replica_leaves_under_load("TERM");
+}
+
+/// Streams requests through the api while one of three replicas gets
+/// `signal`; every request must still be answered with 200.
+fn replica_leaves_under_load(signal: &str) {
     let mut replicas = start_replicas(3);
     let api = Service::api(&addr_list(&replicas), &[]);
     let api_addr = api.addr;
@@ -91,7 +104,7 @@ fn a_killed_replica_loses_no_request() {
     };
     wait_for(200);
     let victim = replicas.remove(0);
-    victim.signal("KILL");
+    victim.signal(signal);
     let before = answered.load(Ordering::SeqCst);
     wait_for(before + 500);
     stop.store(true, Ordering::SeqCst);
