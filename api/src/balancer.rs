@@ -221,6 +221,9 @@ impl Balancer {
         let result = match outcome {
             Ok(Ok(response)) => Ok(response.into_inner().result),
             Err(_) => Err(AttemptError::Timeout),
+            // tonic enforces the `grpc-timeout` it sent as well, and its
+            // timer may fire first, as a cancellation.
+            Ok(Err(_)) if Instant::now() >= deadline => Err(AttemptError::Timeout),
             Ok(Err(status)) => Err(classify(status)),
         };
         self.metrics.record_upstream(match &result {

@@ -4,7 +4,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use argh::FromArgs;
-use ops::config::{ConfigError, flag_or_env, millis_flag_or_env, non_zero};
+use ops::{
+    config::{ConfigError, flag_or_env, millis_flag_or_env, non_zero},
+    process::ProcessConfig,
+};
 
 use crate::resolve::Targets;
 
@@ -76,9 +79,7 @@ pub struct Config {
     pub max_in_flight: usize,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
-    pub shutdown_delay: Duration,
-    pub drain_timeout: Duration,
-    pub worker_threads: usize,
+    pub process: ProcessConfig,
 }
 
 impl Config {
@@ -134,17 +135,12 @@ impl Config {
                     Duration::from_secs(5),
                 )?,
             )?,
-            shutdown_delay: millis_flag_or_env(
+            process: ProcessConfig::from_flags(
+                "API",
                 args.shutdown_delay_ms,
-                "API_SHUTDOWN_DELAY_MS",
-                Duration::from_secs(5),
-            )?,
-            drain_timeout: millis_flag_or_env(
                 args.drain_timeout_ms,
-                "API_DRAIN_TIMEOUT_MS",
-                Duration::from_secs(15),
+                args.worker_threads,
             )?,
-            worker_threads: flag_or_env(args.worker_threads, "API_WORKER_THREADS", 0)?,
         })
     }
 }

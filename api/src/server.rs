@@ -112,7 +112,10 @@ impl Server {
             lifecycle.reached(Phase::Stopping),
         );
         lifecycle
-            .drain(async { tokio::join!(public, admin) }, config.drain_timeout)
+            .drain(
+                async { tokio::join!(public, admin) },
+                config.process.drain_timeout,
+            )
             .await;
         refresher.abort();
         Ok(())

@@ -149,7 +149,7 @@ fn a_replica_that_never_answers_is_504_at_the_deadline() {
     let started = Instant::now();
     let response = get(api.addr, "/gcd/12/18");
     let elapsed = started.elapsed();
-    assert_eq!(response.status, 504, "{response:?}");
+    assert_eq!(response.status, 504, "{response:?}\n{}", api.log());
     assert_eq!(response.content_type.as_deref(), Some("application/json"));
     assert_eq!(
         json_error(&response),

@@ -1,10 +1,13 @@
 //! Command-line flags, each with an environment-variable fallback so a
 //! Kubernetes manifest can set it with `env:`.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use argh::FromArgs;
-use ops::config::{ConfigError, flag_or_env, millis_flag_or_env, non_zero};
+use ops::{
+    config::{ConfigError, flag_or_env, non_zero},
+    process::ProcessConfig,
+};
 
 /// gRPC service computing greatest common divisors (pb.GCDService/Compute),
 /// with grpc.health.v1 health checks and server reflection on the same port,
@@ -43,10 +46,8 @@ pub struct Args {
 pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
-    pub shutdown_delay: Duration,
-    pub drain_timeout: Duration,
     pub max_concurrent_streams: u32,
-    pub worker_threads: usize,
+    pub process: ProcessConfig,
 }
 
 impl Config {
@@ -58,16 +59,6 @@ impl Config {
                 "GCD_ADMIN_LISTEN",
                 ([0, 0, 0, 0], 9090).into(),
             )?,
-            shutdown_delay: millis_flag_or_env(
-                args.shutdown_delay_ms,
-                "GCD_SHUTDOWN_DELAY_MS",
-                Duration::from_secs(5),
-            )?,
-            drain_timeout: millis_flag_or_env(
-                args.drain_timeout_ms,
-                "GCD_DRAIN_TIMEOUT_MS",
-                Duration::from_secs(15),
-            )?,
             max_concurrent_streams: non_zero(
                 "--max-concurrent-streams",
                 flag_or_env(
@@ -76,19 +67,12 @@ impl Config {
                     256,
                 )?,
             )?,
-            worker_threads: flag_or_env(args.worker_threads, "GCD_WORKER_THREADS", 0)?,
+            process: ProcessConfig::from_flags(
+                "GCD",
+                args.shutdown_delay_ms,
+                args.drain_timeout_ms,
+                args.worker_threads,
+            )?,
         })
-    }
-
-    /// Loopback on ephemeral ports with a short drain: for tests.
-    pub fn local() -> Self {
-        Self {
-            listen: ([127, 0, 0, 1], 0).into(),
-            admin_listen: ([127, 0, 0, 1], 0).into(),
-            shutdown_delay: Duration::ZERO,
-            drain_timeout: Duration::from_secs(5),
-            max_concurrent_streams: 256,
-            worker_threads: 0,
-        }
     }
 }

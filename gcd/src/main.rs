@@ -9,15 +9,9 @@ fn main() -> ExitCode {
     ops::logging::init();
     let config = match Config::from_args(args) {
         Ok(config) => config,
-        Err(err) => {
-            tracing::error!("{err}");
-            return ExitCode::from(2);
-        }
+        Err(err) => return ops::process::invalid_config(&err),
     };
-    ops::process::run(
-        "gcd",
-        config.worker_threads,
-        config.shutdown_delay,
-        |lifecycle| async move { Server::bind(config).await?.run(lifecycle).await },
-    )
+    ops::process::run("gcd", config.process, |lifecycle| async move {
+        Server::bind(config).await?.run(lifecycle).await
+    })
 }

@@ -106,7 +106,7 @@ impl Server {
         let served = lifecycle
             .drain(
                 async { tokio::join!(grpc, admin).0 },
-                self.config.drain_timeout,
+                self.config.process.drain_timeout,
             )
             .await;
         match served {

@@ -36,6 +36,21 @@ async fn health(channel: &Channel, service: &str) -> Result<i32, tonic::Status> 
     Ok(response.into_inner().status)
 }
 
+/// One request on the reflection stream, and its reply.
+async fn reflect(channel: &Channel, request: MessageRequest) -> MessageResponse {
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    let mut replies = ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.message().await.unwrap().expect("one reply");
+    reply.message_response.expect("a reflection response")
+}
+
 async fn compute(channel: &Channel, a: u64, b: u64) -> Result<u64, tonic::Status> {
     let response = GcdServiceClient::new(channel.clone())
         .compute(GcdRequest { a, b })
@@ -59,17 +74,8 @@ fn compute_health_reflection_and_metrics() {
         let unknown = health(&channel, "no.such.Service").await.unwrap_err();
         assert_eq!(unknown.code(), tonic::Code::NotFound);
 
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut replies = ServerReflectionClient::new(channel.clone())
-            .server_reflection_info(tokio_stream::once(request))
-            .await
-            .unwrap()
-            .into_inner();
-        let reply = replies.message().await.unwrap().expect("one reply");
-        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        let reply = reflect(&channel, MessageRequest::ListServices(String::new())).await;
+        let MessageResponse::ListServicesResponse(list) = reply else {
             panic!("unexpected reflection reply {reply:?}");
         };
         let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
@@ -84,17 +90,9 @@ fn compute_health_reflection_and_metrics() {
         );
 
         // What `grpcurl describe pb.GCDService` asks for.
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::FileContainingSymbol("pb.GCDService".into())),
-        };
-        let mut replies = ServerReflectionClient::new(channel.clone())
-            .server_reflection_info(tokio_stream::once(request))
-            .await
-            .unwrap()
-            .into_inner();
-        let reply = replies.message().await.unwrap().expect("one reply");
-        let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else {
+        let symbol = MessageRequest::FileContainingSymbol("pb.GCDService".into());
+        let reply = reflect(&channel, symbol).await;
+        let MessageResponse::FileDescriptorResponse(files) = reply else {
             panic!("unexpected reflection reply {reply:?}");
         };
         let file = files.file_descriptor_proto.concat();

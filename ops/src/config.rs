@@ -10,7 +10,7 @@ use std::{fmt::Display, str::FromStr, time::Duration};
 pub enum ConfigError {
     #[error("environment variable {var}={value:?} is invalid: {reason}")]
     InvalidEnv {
-        var: &'static str,
+        var: String,
         value: String,
         reason: String,
     },
@@ -20,7 +20,7 @@ pub enum ConfigError {
 
 /// Returns the flag's value if given, else the parsed environment variable
 /// `var` if set and non-empty, else `default`.
-pub fn flag_or_env<T>(flag: Option<T>, var: &'static str, default: T) -> Result<T, ConfigError>
+pub fn flag_or_env<T>(flag: Option<T>, var: &str, default: T) -> Result<T, ConfigError>
 where
     T: FromStr,
     T::Err: Display,
@@ -34,14 +34,14 @@ where
                 .trim()
                 .parse()
                 .map_err(|err: T::Err| ConfigError::InvalidEnv {
-                    var,
+                    var: var.to_owned(),
                     value,
                     reason: err.to_string(),
                 })
         }
         Ok(_) | Err(std::env::VarError::NotPresent) => Ok(default),
         Err(std::env::VarError::NotUnicode(raw)) => Err(ConfigError::InvalidEnv {
-            var,
+            var: var.to_owned(),
             value: raw.to_string_lossy().into_owned(),
             reason: "not valid UTF-8".into(),
         }),
@@ -51,7 +51,7 @@ where
 /// Like [`flag_or_env`] for a duration given in whole milliseconds.
 pub fn millis_flag_or_env(
     flag: Option<u64>,
-    var: &'static str,
+    var: &str,
     default: Duration,
 ) -> Result<Duration, ConfigError> {
     let default_ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);

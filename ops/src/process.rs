@@ -1,19 +1,62 @@
 //! What both `main` functions do after parsing flags: build the runtime,
 //! wire signals to the [`Lifecycle`], run the service, and turn the outcome
-//! into an exit code (0 after a clean drain, 1 if start-up or serving fails).
+//! into an exit code (0 after a clean drain, 1 if start-up or serving fails,
+//! 2 for bad configuration).
 
 use std::{fmt::Display, future::Future, process::ExitCode, time::Duration};
 
-use crate::Lifecycle;
+use crate::{
+    ConfigError, Lifecycle,
+    config::{flag_or_env, millis_flag_or_env},
+};
 
-/// Runs `service` on a multi-threaded runtime with `worker_threads` workers
-/// (0: one per core) until it returns.
-pub fn run<F, Fut, E>(
-    name: &str,
-    worker_threads: usize,
-    shutdown_delay: Duration,
-    service: F,
-) -> ExitCode
+/// How a process starts and stops; both binaries take the same flags for
+/// it, with their own environment prefix.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessConfig {
+    /// After the first signal, how long to keep serving while draining.
+    pub shutdown_delay: Duration,
+    /// After the delay, how long in-flight work may take.
+    pub drain_timeout: Duration,
+    /// Tokio worker threads; 0 means one per core.
+    pub worker_threads: usize,
+}
+
+impl ProcessConfig {
+    /// From `--shutdown-delay-ms`, `--drain-timeout-ms` and
+    /// `--worker-threads`, falling back to `{prefix}_SHUTDOWN_DELAY_MS`,
+    /// `{prefix}_DRAIN_TIMEOUT_MS` and `{prefix}_WORKER_THREADS`.
+    pub fn from_flags(
+        prefix: &str,
+        shutdown_delay_ms: Option<u64>,
+        drain_timeout_ms: Option<u64>,
+        worker_threads: Option<usize>,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self {
+            shutdown_delay: millis_flag_or_env(
+                shutdown_delay_ms,
+                &format!("{prefix}_SHUTDOWN_DELAY_MS"),
+                Duration::from_secs(5),
+            )?,
+            drain_timeout: millis_flag_or_env(
+                drain_timeout_ms,
+                &format!("{prefix}_DRAIN_TIMEOUT_MS"),
+                Duration::from_secs(15),
+            )?,
+            worker_threads: flag_or_env(worker_threads, &format!("{prefix}_WORKER_THREADS"), 0)?,
+        })
+    }
+}
+
+/// Reports a configuration error; exit code 2, as for a usage error.
+pub fn invalid_config(err: &ConfigError) -> ExitCode {
+    tracing::error!("{err}");
+    ExitCode::from(2)
+}
+
+/// Runs `service` on a multi-threaded runtime until it returns, with
+/// SIGTERM and SIGINT driving its [`Lifecycle`].
+pub fn run<F, Fut, E>(name: &str, process: ProcessConfig, service: F) -> ExitCode
 where
     F: FnOnce(Lifecycle) -> Fut,
     Fut: Future<Output = Result<(), E>>,
@@ -21,8 +64,8 @@ where
 {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    if worker_threads > 0 {
-        builder.worker_threads(worker_threads);
+    if process.worker_threads > 0 {
+        builder.worker_threads(process.worker_threads);
     }
     let runtime = match builder.build() {
         Ok(runtime) => runtime,
@@ -33,7 +76,7 @@ where
     };
     runtime.block_on(async {
         let lifecycle = Lifecycle::new();
-        match lifecycle.on_signals(shutdown_delay) {
+        match lifecycle.on_signals(process.shutdown_delay) {
             Ok(signals) => drop(tokio::spawn(signals)),
             Err(err) => {
                 tracing::error!("{name}: cannot install signal handlers: {err}");

@@ -27,8 +27,11 @@ fn main() -> ExitCode {
     ops::logging::init();
     ops::process::run(
         "http-ceiling",
-        args.worker_threads,
-        Duration::ZERO,
+        ops::process::ProcessConfig {
+            shutdown_delay: Duration::ZERO,
+            drain_timeout: Duration::from_secs(5),
+            worker_threads: args.worker_threads,
+        },
         |lifecycle| async move {
             let (listener, addr) = ops::http::bind(args.listen).await?;
             tracing::info!(addr = %addr, "http-ceiling listening");
