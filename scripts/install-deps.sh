@@ -13,6 +13,7 @@ source scripts/lib/common.sh
 # Debian packages the tests and the ARM image build use.
 APT_PACKAGES=(
   ca-certificates curl git python3 python3-venv
+  wrk # scripts/bench.sh
 )
 
 as_root() {

@@ -1,0 +1,395 @@
+#!/usr/bin/env bash
+# Measures the services on loopback and writes every figure to results/bench.md:
+#   - HTTP through api -> gcd with wrk -t2 -c32, with 1 and with 3 gcd replicas
+#     (req/s, p50, p99);
+#   - direct gRPC against one gcd with grpc-load (bench/, our load client);
+#   - a ceiling: the same wrk against http-ceiling (bench/), the api's HTTP
+#     stack answering a fixed body with no gRPC hop, i.e. this machine's limit;
+#   - idle and after-load memory (VmRSS, and VmHWM = peak) of every process;
+#   - start-up time from exec to the first successful request (startup-probe).
+# Figures are medians of --runs runs. It builds the release binaries first.
+# Host binaries (target/release, glibc) are always measured; the static musl
+# binaries that ship (dist/x86_64-unknown-linux-musl, from scripts/build-arm.sh)
+# are measured too when present. Traffic goes to 127.0.0.1 only; every process
+# it starts is stopped on exit. About 5 minutes with the defaults.
+#
+# Usage: scripts/bench.sh [options]
+#   --quick          1 run of 3 s per figure, host binaries only (~1 minute)
+#   --runs N         runs per figure; the median is reported (default 3)
+#   --duration S     seconds per wrk or grpc-load run (default 10)
+#   --bin DIR[:NAME] measure gcd and api from DIR (repeatable; replaces the
+#                    default set of host and musl binaries)
+#   --tuning         also measure worker-thread combinations (adds ~2 minutes)
+#   --no-build       use the binaries already built
+#   --out FILE       where to write the results (default results/bench.md)
+#   -h, --help       this text
+# Needs wrk and curl (scripts/install-deps.sh installs them).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/common.sh
+source scripts/lib/common.sh
+
+runs=3
+duration=10
+quick=0
+build=1
+tuning=0
+out=results/bench.md
+bins=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --runs) runs=${2:?--runs needs a number}; shift ;;
+    --duration) duration=${2:?--duration needs seconds}; shift ;;
+    --bin) bins+=("${2:?--bin needs a directory}"); shift ;;
+    --tuning) tuning=1 ;;
+    --no-build) build=0 ;;
+    --out) out=${2:?--out needs a file}; shift ;;
+    -h | --help)
+      sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+  esac
+  shift
+done
+if [ "$quick" = 1 ]; then
+  runs=1
+  duration=3
+fi
+[[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
+[[ "$duration" =~ ^[1-9][0-9]*$ ]] || die "--duration must be a positive integer"
+for tool in wrk curl; do
+  command -v "$tool" >/dev/null || die "$tool not found: run scripts/install-deps.sh"
+done
+
+# wrk settings from the benchmark's definition; the warm-up is not recorded.
+WRK_ARGS=(-t2 -c32)
+WARMUP_SECS=2
+[ "$quick" = 1 ] && WARMUP_SECS=1
+# grpc-load: as many calls in flight as wrk has connections, over one HTTP/2
+# connection (what the api keeps per replica).
+GRPC_ARGS=(--concurrency 32 --connections 1 --threads 1)
+# Services exit at once on SIGTERM here: no endpoints to leave.
+GCD_FLAGS=(--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --shutdown-delay-ms 0 --drain-timeout-ms 1000)
+API_FLAGS=(--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --shutdown-delay-ms 0 --drain-timeout-ms 1000)
+
+if [ "$build" = 1 ]; then
+  log "building release binaries"
+  # Separate invocations: the bench tools never change the service binaries.
+  cargo build --release --locked -p gcd -p api
+  cargo build --release --locked -p loadgen
+fi
+TOOLS=target/release
+for tool in grpc-load http-ceiling startup-probe; do
+  [ -x "$TOOLS/$tool" ] || die "$TOOLS/$tool is missing: run without --no-build"
+done
+
+# Binary sets to measure: DIR:NAME pairs.
+if [ ${#bins[@]} -eq 0 ]; then
+  bins=("target/release:host (glibc)")
+  musl=dist/x86_64-unknown-linux-musl
+  if [ "$quick" = 0 ] && [ -x "$musl/gcd" ] && [ -x "$musl/api" ]; then
+    bins+=("$musl:static musl (ships)")
+  fi
+fi
+
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start NAME CMD...: starts CMD in the background and waits for its
+# "addr=HOST:PORT" log line. Sets PID and ADDR.
+start() {
+  local name=$1 log
+  shift
+  log="$TMP/$name.log"
+  "$@" >"$log" 2>&1 &
+  PID=$!
+  PIDS+=("$PID")
+  local tries=0
+  until ADDR=$(grep -o ' addr=[^ ]*' "$log" 2>/dev/null | head -n1 | cut -d= -f2) && [ -n "$ADDR" ]; do
+    kill -0 "$PID" 2>/dev/null || die "$name exited at start: $(tail -n3 "$log")"
+    tries=$((tries + 1))
+    [ "$tries" -lt 1000 ] || die "$name did not log its address within 10 s"
+    sleep 0.01
+  done
+}
+
+# stop_all: stops every process started so far and waits for it.
+stop_all() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+}
+
+# wait_ok URL: retries until URL answers 200.
+wait_ok() {
+  local tries=0
+  until curl -sf -o /dev/null "$1"; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 500 ] || die "$1 did not answer 200 within 10 s"
+    sleep 0.02
+  done
+}
+
+# mem PID: "VmRSS VmHWM" in KiB.
+mem() {
+  awk '/^VmRSS:/ {rss = $2} /^VmHWM:/ {hwm = $2} END {print rss, hwm}' "/proc/$1/status"
+}
+
+mib() { awk -v kib="$1" 'BEGIN {printf "%.2f", kib / 1024}'; }
+
+# median V...: the median of numbers (mean of the middle two for an even count).
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {
+    if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# field NAME LINE: the value of NAME=value in a key=value line.
+field() { printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+
+ms() { awk -v us="$1" 'BEGIN {printf "%.2f", us / 1000}'; }
+
+cat >"$TMP/report.lua" <<'EOF'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "wrk: requests=%d seconds=%.3f rps=%.1f p50_us=%d p90_us=%d p99_us=%d max_us=%d errors=%d non2xx=%d\n",
+    summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+EOF
+
+THROUGHPUT=()
+# measure KIND LABEL BINS CMD...: runs CMD --runs times after a warm-up, and
+# adds a row with the median req/s, p50 and p99 to THROUGHPUT. CMD prints a
+# "wrk:" or "grpc-load:" key=value line.
+measure() {
+  local kind=$1 label=$2 binset=$3
+  shift 3
+  local rps=() p50=() p99=() bad=0 line i errors non2xx
+  for ((i = 1; i <= runs; i++)); do
+    line=$("$@" | grep -E '^(wrk|grpc-load): ') || die "$label: no figures from $1"
+    rps+=("$(field rps "$line")")
+    p50+=("$(field p50_us "$line")")
+    p99+=("$(field p99_us "$line")")
+    errors=$(field errors "$line")
+    non2xx=$(field non2xx "$line")
+    bad=$((bad + ${errors:-0} + ${non2xx:-0}))
+    log "$label [$binset] run $i: $line"
+  done
+  local m50 m99
+  m50=$(median "${p50[@]}")
+  m99=$(median "${p99[@]}")
+  THROUGHPUT+=("| $label | $binset | $kind | **$(median "${rps[@]}" | awk '{printf "%.0f", $1}')** | $(ms "$m50") | $(ms "$m99") | $(printf '%.0f ' "${rps[@]}")| $bad |")
+}
+
+# wrk_run URL: the measured wrk run.
+wrk_run() { wrk "${WRK_ARGS[@]}" -d"${duration}s" -s "$TMP/report.lua" "$1"; }
+
+MEMORY=()
+# mem_row SCENARIO BINSET PROCESS PID IDLE GOAL_IDLE GOAL_PEAK: a memory row.
+mem_row() {
+  local after_rss after_hwm
+  read -r after_rss after_hwm < <(mem "$4")
+  MEMORY+=("| $1 | $2 | $3 | $(mib "${5% *}") | $(mib "$after_rss") | $(mib "$after_hwm") | $6 / $7 |")
+}
+
+STARTUP=()
+
+quiet_sample() {
+  # CPU busy share over one second, all cores, before we start anything.
+  local a b
+  read -r -a a </proc/stat
+  sleep 1
+  read -r -a b </proc/stat
+  local idle=$(((b[4] + b[5]) - (a[4] + a[5]))) total=0 i
+  for ((i = 1; i < ${#a[@]}; i++)); do total=$((total + b[i] - a[i])); done
+  awk -v idle="$idle" -v total="$total" 'BEGIN {printf "%.0f%%", 100 * (1 - idle / total)}'
+}
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+BUSY_BEFORE=$(quiet_sample)
+log "machine load before: $LOAD_BEFORE (CPU busy $BUSY_BEFORE)"
+STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+SECONDS=0
+
+for entry in "${bins[@]}"; do
+  dir=${entry%%:*}
+  name=${entry#*:}
+  [ "$name" = "$entry" ] && name=$(basename "$dir")
+  GCD="$dir/gcd"
+  API="$dir/api"
+  if [ ! -x "$GCD" ] || [ ! -x "$API" ]; then die "no gcd and api in $dir"; fi
+
+  # Start-up: exec to first answer, gcd alone, then api with a gcd behind it.
+  line=$("$TOOLS/startup-probe" --protocol grpc --runs "$runs" -- "$GCD" "${GCD_FLAGS[@]}" | tail -n1)
+  gcd_start=$(field first_ok_ms "$line")
+  start gcd "$GCD" "${GCD_FLAGS[@]}"
+  line=$("$TOOLS/startup-probe" --protocol http --runs "$runs" -- "$API" "${API_FLAGS[@]}" --gcd "$ADDR" | tail -n1)
+  api_start=$(field first_ok_ms "$line")
+  stop_all
+  STARTUP+=("| $name | $gcd_start | $api_start |")
+  log "start-up [$name]: gcd $gcd_start ms, api $api_start ms (first success)"
+
+  # api -> gcd with 1 and with 3 replicas.
+  for replicas in 1 3; do
+    addrs=()
+    gcd_pids=()
+    for ((r = 1; r <= replicas; r++)); do
+      start "gcd$r" "$GCD" "${GCD_FLAGS[@]}"
+      addrs+=("$ADDR")
+      gcd_pids+=("$PID")
+    done
+    start api "$API" "${API_FLAGS[@]}" --gcd "$(IFS=,; echo "${addrs[*]}")"
+    api_pid=$PID
+    url="http://$ADDR/gcd/12/18"
+    wait_ok "$url"
+    sleep 0.5
+    api_idle=$(mem "$api_pid")
+    gcd_idle=$(mem "${gcd_pids[0]}")
+    wrk "${WRK_ARGS[@]}" -d"${WARMUP_SECS}s" "$url" >/dev/null
+    measure wrk "api -> gcd, $replicas replica(s)" "$name" wrk_run "$url"
+    mem_row "api -> gcd, $replicas replica(s)" "$name" api "$api_pid" "$api_idle" "≤ 3" "≤ 8"
+    mem_row "api -> gcd, $replicas replica(s)" "$name" "gcd (first)" "${gcd_pids[0]}" "$gcd_idle" "≤ 2" "≤ 5"
+    stop_all
+  done
+
+  # Direct gRPC against one gcd.
+  start gcd "$GCD" "${GCD_FLAGS[@]}"
+  gcd_pid=$PID
+  gcd_addr=$ADDR
+  sleep 0.5
+  gcd_idle=$(mem "$gcd_pid")
+  "$TOOLS/grpc-load" --target "$gcd_addr" "${GRPC_ARGS[@]}" --duration "$WARMUP_SECS" >/dev/null
+  measure grpc-load "gRPC direct, 1 gcd" "$name" \
+    "$TOOLS/grpc-load" --target "$gcd_addr" "${GRPC_ARGS[@]}" --duration "$duration"
+  mem_row "gRPC direct, 1 gcd" "$name" gcd "$gcd_pid" "$gcd_idle" "≤ 2" "≤ 5"
+  stop_all
+
+  # Worker threads (Tokio) per process, 1 replica.
+  if [ "$tuning" = 1 ]; then
+    for combo in 1:1 1:2 2:1 2:2 3:1 4:4; do
+      aw=${combo%:*}
+      gw=${combo#*:}
+      start gcd "$GCD" "${GCD_FLAGS[@]}" --worker-threads "$gw"
+      start api "$API" "${API_FLAGS[@]}" --worker-threads "$aw" --gcd "${ADDR}"
+      url="http://$ADDR/gcd/12/18"
+      wait_ok "$url"
+      wrk "${WRK_ARGS[@]}" -d"${WARMUP_SECS}s" "$url" >/dev/null
+      measure wrk "tuning: api ${aw} / gcd ${gw} worker threads" "$name" wrk_run "$url"
+      stop_all
+    done
+  fi
+done
+
+# Ceiling: the api's HTTP stack with no gRPC hop.
+start ceiling "$TOOLS/http-ceiling" --listen 127.0.0.1:0
+ceiling_pid=$PID
+url="http://$ADDR/gcd/12/18"
+wait_ok "$url"
+sleep 0.5
+ceiling_idle=$(mem "$ceiling_pid")
+wrk "${WRK_ARGS[@]}" -d"${WARMUP_SECS}s" "$url" >/dev/null
+measure wrk "ceiling: HTTP only, no gRPC hop" "host (glibc)" wrk_run "$url"
+mem_row "ceiling: HTTP only, no gRPC hop" "host (glibc)" http-ceiling "$ceiling_pid" "$ceiling_idle" "-" "-"
+stop_all
+
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+ELAPSED=$SECONDS
+
+crate_version() {
+  awk -v name="$1" '$0 == "name = \"" name "\"" {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock
+}
+sizes() {
+  local entry dir
+  for entry in "${bins[@]}"; do
+    dir=${entry%%:*}
+    printf '| %s | %s | %s |\n' "${entry#*:}" "$(stat -c %s "$dir/gcd")" "$(stat -c %s "$dir/api")"
+  done
+}
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- api gcd ops proto Cargo.toml Cargo.lock 2>/dev/null || commit="$commit (with local changes)"
+
+mkdir -p "$(dirname "$out")"
+{
+  cat <<EOF
+# Benchmark results
+
+Written by \`scripts/bench.sh\`; do not edit by hand. Re-run it to refresh.
+Everything runs on this one machine over 127.0.0.1: wrk, api, gcd and the
+load client share its cores, so the figures are for the whole system, not
+for one process with the machine to itself.
+
+## Machine and software
+
+| what | value |
+|---|---|
+| date (UTC) | $STARTED |
+| CPU | $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') |
+| cores | $(nproc) |
+| memory | $(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) |
+| kernel | $(uname -sr) |
+| OS | $(sed -n 's/^PRETTY_NAME=//p' /etc/os-release | tr -d '"') |
+| load average before / after | $LOAD_BEFORE / $LOAD_AFTER |
+| CPU busy before starting (1 s sample) | $BUSY_BEFORE |
+| rustc | $(rustc --version 2>/dev/null || echo unknown) |
+| wrk | $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2) |
+| crates | tokio $(crate_version tokio), tonic $(crate_version tonic), h2 $(crate_version h2), hyper $(crate_version hyper), hyper-util $(crate_version hyper-util), axum $(crate_version axum), prost $(crate_version prost) |
+| source | commit $commit |
+| mode | $runs run(s) of ${duration} s per figure after a ${WARMUP_SECS} s warm-up; $( [ "$quick" = 1 ] && echo "--quick (smoke only)" || echo "full") ; took ${ELAPSED} s |
+
+Binary sizes (bytes):
+
+| binaries | gcd | api |
+|---|---|---|
+$(sizes)
+
+## Throughput and latency
+
+wrk \`${WRK_ARGS[*]} -d${duration}s\` on \`GET /gcd/12/18\`; grpc-load
+\`${GRPC_ARGS[*]}\` (Compute calls). req/s, p50 and p99 are medians over the
+runs; "errors" counts socket errors and non-2xx answers over all runs.
+Goal: ≥ 30,000 req/s through api -> gcd with one replica, p99 ≤ 3 ms (the
+original Go implementation: about 12,600 req/s).
+
+| scenario | binaries | load | req/s | p50 ms | p99 ms | req/s per run | errors |
+|---|---|---|---|---|---|---|---|
+$(printf '%s\n' "${THROUGHPUT[@]}")
+
+## Memory
+
+MiB. "idle" is VmRSS once the process has answered its first request;
+"after load" is VmRSS right after the runs above; "peak" is VmHWM, the most
+it ever held. Goals: gcd ≤ 2 MiB idle and ≤ 5 MiB peak, api ≤ 3 MiB idle and
+≤ 8 MiB peak (the original Go implementation: 7.0 / 12.4 MB for gcd,
+9.3 / 16.7 MB for api).
+
+| scenario | binaries | process | idle | after load | peak (VmHWM) | goal idle / peak |
+|---|---|---|---|---|---|---|
+$(printf '%s\n' "${MEMORY[@]}")
+
+## Start-up
+
+Milliseconds from exec to the first successful request (median of $runs):
+a gRPC Compute for gcd, \`GET /gcd/12/18\` for api (with a gcd already up).
+
+| binaries | gcd | api |
+|---|---|---|
+$(printf '%s\n' "${STARTUP[@]}")
+
+Tuning experiments and the choices they led to: [tuning.md](tuning.md).
+EOF
+} >"$out"
+log "wrote $out (${ELAPSED} s)"
