@@ -1,0 +1,322 @@
+"""The manifests in k8s/ deploy as-is: strict schemas for Kubernetes 1.27 and
+the newest version kubernetes-validate knows, plus the cross-references and
+policies no schema sees (k8s_manifests.py). Negative tests break a copy in
+memory and prove each kind of mistake is caught."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+
+import pytest
+from kubernetes_validate.utils import latest_version
+
+import k8s_manifests as km
+
+OLDEST_SUPPORTED = "1.27.0"
+
+
+@pytest.fixture(scope="session")
+def objects() -> list[km.Obj]:
+    return km.load()
+
+
+@pytest.fixture(scope="session")
+def version() -> str:
+    return km.workspace_version()
+
+
+@pytest.fixture(scope="session")
+def binaries() -> dict[str, km.Binary]:
+    paths = km.build_binaries()
+    missing = {"gcd", "api"} - paths.keys()
+    assert not missing, f"cargo build did not report the binaries {missing}"
+    return {name: km.Binary(name, km.read_help(paths[name])) for name in ("gcd", "api")}
+
+
+def assert_none(problems: list[str]) -> None:
+    assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------- the real manifests
+
+
+def test_directory_holds_only_plain_objects(objects):
+    files = sorted(p.name for p in km.K8S_DIR.iterdir())
+    assert not [f for f in files if f.lower().startswith("kustomization")], files
+    assert all(f.endswith(".yaml") for f in files), files
+    for o in objects:
+        assert o.body.get("apiVersion") and o.kind and o.name, f"{o}: apiVersion, kind and name are required"
+        assert o.kind != "List", f"{o}: plain objects only"
+    kinds = sorted((o.kind, o.name) for o in objects)
+    assert kinds == sorted([
+        ("Namespace", "pi-gcd"),
+        ("Deployment", "gcd"), ("Service", "gcd-service"),
+        ("PodDisruptionBudget", "gcd"), ("NetworkPolicy", "gcd"),
+        ("Deployment", "api"), ("Service", "api"), ("PodDisruptionBudget", "api"),
+    ])
+
+
+@pytest.mark.parametrize("kubernetes_version", [OLDEST_SUPPORTED, latest_version()])
+def test_schemas_strict(objects, kubernetes_version):
+    assert_none(km.schema_problems(objects, kubernetes_version))
+
+
+def test_created_in_one_pass(objects):
+    assert_none(km.check_namespace_order(objects))
+
+
+def test_selectors_match_pod_labels(objects):
+    assert_none(km.check_selectors(objects))
+
+
+def test_service_and_probe_ports_exist(objects):
+    assert_none(km.check_ports(objects))
+
+
+def test_api_published_on_node_port_30080_http_only(objects):
+    assert_none(km.check_api_exposure(objects))
+
+
+def test_gcd_internal_only(objects):
+    assert_none(km.check_gcd_internal(objects))
+
+
+def test_restricted_pod_security(objects):
+    assert_none(km.check_pod_security(objects))
+
+
+def test_resources_sized_for_a_pi(objects):
+    assert_none(km.check_resources(objects))
+
+
+def test_rollout_never_below_desired_replicas(objects):
+    assert_none(km.check_rollout(objects))
+
+
+def test_labels_and_images_follow_the_version(objects, version):
+    assert_none(km.check_labels_and_images(objects, version))
+
+
+def test_api_points_at_headless_gcd_service(objects):
+    assert_none(km.check_gcd_address(objects))
+
+
+def test_env_and_args_exist_in_the_binaries(objects, binaries):
+    assert_none(km.check_env_and_args(objects, binaries))
+
+
+def test_grace_period_covers_shutdown(objects, binaries):
+    assert_none(km.check_grace_period(objects, binaries))
+
+
+def test_help_parsing_sees_flags_env_and_defaults(binaries):
+    """The --help-based checks only mean something if parsing works."""
+    api = binaries["api"]
+    assert "--gcd" in api.flags and "--listen" in api.flags
+    assert api.knows_env("GCD_ADDR") and api.knows_env("RUST_LOG")
+    assert not api.knows_env("GCD_ADD") and not api.knows_env("GCD")
+    assert binaries["gcd"].env_default("GCD_DRAIN_TIMEOUT_MS", ).isdigit()
+
+
+# ---------------------------------------------------------------- the checker catches mistakes
+
+
+def _get(objects, kind, name):
+    found = km.find(objects, kind, name)
+    assert found is not None, f"{kind}/{name}"
+    return found.body
+
+
+def _container(objects, name):
+    return km.pod_spec(km.find(objects, "Deployment", name))["containers"][0]
+
+
+def _env(objects, deployment, name, value):
+    for entry in _container(objects, deployment)["env"]:
+        if entry["name"] == name:
+            entry["value"] = value
+            return
+    raise AssertionError(f"no env {name} in {deployment}")
+
+
+def _move_namespace_last(objects):
+    namespace = next(o for o in objects if o.kind == "Namespace")
+    objects.remove(namespace)
+    objects.append(namespace)
+
+
+MUTATIONS = {
+    "service selector matches no pods": (
+        lambda o: _get(o, "Service", "gcd-service")["spec"]["selector"].update({"app.kubernetes.io/instance": "gdc"}),
+        "must select the pods of exactly one workload",
+    ),
+    "deployment selector misses its template": (
+        lambda o: _get(o, "Deployment", "api")["spec"]["template"]["metadata"]["labels"].pop("app.kubernetes.io/instance"),
+        "does not match its pod labels",
+    ),
+    "pdb selector matches no pods": (
+        lambda o: _get(o, "PodDisruptionBudget", "gcd")["spec"]["selector"]["matchLabels"].update({"app.kubernetes.io/name": "gdc"}),
+        "PodDisruptionBudget selector",
+    ),
+    "named targetPort missing": (
+        lambda o: _get(o, "Service", "api")["spec"]["ports"][0].update({"targetPort": "htpp"}),
+        "targetPort 'htpp' is not a port",
+    ),
+    "probe on an undeclared port": (
+        lambda o: _container(o, "gcd")["readinessProbe"]["grpc"].update({"port": 3001}),
+        "readinessProbe of gcd uses port 3001",
+    ),
+    "wrong node port": (
+        lambda o: _get(o, "Service", "api")["spec"]["ports"][0].update({"nodePort": 30081}),
+        "nodePort must be 30080",
+    ),
+    "admin port published": (
+        lambda o: _get(o, "Service", "api")["spec"]["ports"].append(
+            {"name": "admin", "port": 9091, "targetPort": "admin", "nodePort": 30091}
+        ),
+        "must publish exactly one port",
+    ),
+    "gcd on a node port": (
+        lambda o: _get(o, "Service", "gcd-service")["spec"].update({"type": "NodePort", "clusterIP": None}),
+        "must be ClusterIP (headless)",
+    ),
+    "gcd not headless": (
+        lambda o: _get(o, "Service", "gcd-service")["spec"].pop("clusterIP"),
+        "must be headless",
+    ),
+    "network policy admits every namespace to gRPC": (
+        lambda o: _get(o, "NetworkPolicy", "gcd")["spec"]["ingress"][0]["from"].append({"namespaceSelector": {}}),
+        "to the gRPC port; only api pods",
+    ),
+    "network policy admits everyone on all ports": (
+        lambda o: _get(o, "NetworkPolicy", "gcd")["spec"]["ingress"].append({}),
+        "admits everyone to the gRPC port",
+    ),
+    "network policy missing": (
+        lambda o: o.remove(km.find(o, "NetworkPolicy", "gcd")),
+        "no NetworkPolicy selects the gcd pods",
+    ),
+    "may run as root": (
+        lambda o: _container(o, "api")["securityContext"].update({"runAsNonRoot": False}),
+        "runAsNonRoot must be true",
+    ),
+    "runs as uid 0": (
+        lambda o: km.pod_spec(km.find(o, "Deployment", "gcd"))["securityContext"].update({"runAsUser": 0}),
+        "runAsUser must be 65532, is 0",
+    ),
+    "seccomp unconfined": (
+        lambda o: km.pod_spec(km.find(o, "Deployment", "api"))["securityContext"].update(
+            {"seccompProfile": {"type": "Unconfined"}}
+        ),
+        "seccompProfile must be RuntimeDefault",
+    ),
+    "writable root filesystem": (
+        lambda o: _container(o, "gcd")["securityContext"].update({"readOnlyRootFilesystem": False}),
+        "readOnlyRootFilesystem must be true",
+    ),
+    "service account token mounted": (
+        lambda o: km.pod_spec(km.find(o, "Deployment", "gcd")).pop("automountServiceAccountToken"),
+        "automountServiceAccountToken must be false",
+    ),
+    "no memory limit": (
+        lambda o: _container(o, "api")["resources"]["limits"].pop("memory"),
+        "limits.memory",
+    ),
+    "rolling update drops below replicas": (
+        lambda o: _get(o, "Deployment", "gcd")["spec"]["strategy"]["rollingUpdate"].update({"maxUnavailable": 1}),
+        "maxUnavailable must be 0",
+    ),
+    "misspelt env variable": (
+        lambda o: _container(o, "api")["env"].append({"name": "GCD_ADRR", "value": "gcd-service:3000"}),
+        "env GCD_ADRR is not in `api --help`",
+    ),
+    "unknown argument": (
+        lambda o: _container(o, "gcd").update({"args": ["--listen-addr=0.0.0.0:3000"]}),
+        "argument --listen-addr is not in `gcd --help`",
+    ),
+    "grace period shorter than the drain": (
+        lambda o: km.pod_spec(km.find(o, "Deployment", "gcd")).update({"terminationGracePeriodSeconds": 10}),
+        "terminationGracePeriodSeconds 10",
+    ),
+    "api pointed elsewhere": (
+        lambda o: _env(o, "api", "GCD_ADDR", "gcd:3000"),
+        "GCD_ADDR must be gcd-service:3000",
+    ),
+    "image tag behind the workspace version": (
+        lambda o: _container(o, "gcd").update({"image": "pi-gcd/gcd:0.0.9"}),
+        "image must be pi-gcd/gcd:",
+    ),
+    "namespace created after its objects": (
+        _move_namespace_last,
+        "namespace pi-gcd is not created by an earlier",
+    ),
+}
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS.keys())
+def test_checker_catches(objects, binaries, version, mutation):
+    mutate, expected = MUTATIONS[mutation]
+    broken = copy.deepcopy(objects)
+    assert not km.check_all(broken, binaries, version), "the unmodified manifests must pass"
+    mutate(broken)
+    problems = km.check_all(broken, binaries, version)
+    assert any(expected in p for p in problems), f"expected a problem containing {expected!r}, got {problems}"
+
+
+@pytest.mark.parametrize(
+    "mutation, expected",
+    [
+        (lambda o: _get(o, "Deployment", "gcd")["spec"].update({"replica": 3}), "Additional properties are not allowed"),
+        (lambda o: _container(o, "api")["env"][0].update({"value": 8080}), "is not of type"),
+        (lambda o: _get(o, "PodDisruptionBudget", "gcd").update({"apiVersion": "policy/v1beta1"}), "Couldn't find schema"),
+    ],
+    ids=["unknown field", "env value not a string", "removed apiVersion"],
+)
+def test_schema_check_catches(objects, mutation, expected):
+    broken = copy.deepcopy(objects)
+    mutation(broken)
+    problems = km.schema_problems(broken, OLDEST_SUPPORTED)
+    assert any(expected in p for p in problems), problems
+
+
+# ---------------------------------------------------------------- rendered for a registry
+
+
+def test_rendered_for_a_registry(tmp_path, binaries, version):
+    """scripts/render-manifests.sh changes the image names (and, when asked,
+    the version) and nothing else; the result passes every check."""
+    out = tmp_path / "k8s"
+    registry = "registry.lan:5000/pi"
+    subprocess.run(
+        [str(km.ROOT / "scripts/render-manifests.sh"), "--registry", registry, "--out", str(out)],
+        check=True, timeout=60,
+    )
+    original, rendered = km.load(), km.load(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in km.K8S_DIR.iterdir())
+    images = sorted(c["image"] for w in km.workloads(rendered) for c in km.containers(w))
+    assert images == [f"{registry}/api:{version}", f"{registry}/gcd:{version}"]
+    for before, after in zip(original, rendered, strict=True):
+        for w in km.workloads([after]):
+            for c in km.containers(w):
+                c["image"] = f"pi-gcd/{km.binary_name(c)}:{version}"
+        assert before.body == after.body, f"{after}: more than the image changed"
+    assert_none(km.schema_problems(rendered, OLDEST_SUPPORTED))
+
+    other = tmp_path / "k8s-next"
+    subprocess.run(
+        [str(km.ROOT / "scripts/render-manifests.sh"), "--version", "9.8.7", "--out", str(other)],
+        check=True, timeout=60,
+    )
+    next_version = km.load(other)
+    assert_none(km.check_all(next_version, binaries, "9.8.7"))
+
+
+@pytest.mark.parametrize("args", [["--registry", "bad registry"], ["--version", "1.0/x"], ["--bogus"]])
+def test_render_rejects_bad_input(tmp_path, args):
+    result = subprocess.run(
+        [str(km.ROOT / "scripts/render-manifests.sh"), *args, "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert not (tmp_path / "out").exists()
