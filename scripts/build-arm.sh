@@ -301,7 +301,7 @@ images_buildx() {
 }
 
 images_buildah() {
-  local service=$1 list platform image tag layout
+  local service=$1 list platform image tag layout _os arch variant
   # Storage of our own (vfs: works in containers and without fuse), so the
   # build neither needs nor touches the machine's image store.
   local storage=(--root "$CACHE/containers/storage" --runroot "$CACHE/containers/run" --storage-driver vfs)
@@ -312,7 +312,11 @@ images_buildah() {
   for platform in "${PLATFORMS[@]}"; do
     image="localhost/pi-gcd-build/$service:$VERSION-${platform//\//-}"
     log "buildah bud $service for $platform"
+    # buildah sets TARGETARCH/TARGETVARIANT from --platform but warns when
+    # a platform has no variant; spelled out, the warning goes away.
+    IFS=/ read -r _os arch variant <<<"$platform"
     buildah "${storage[@]}" bud --quiet --platform "$platform" -f "docker/$service.Dockerfile" \
+      --build-arg "TARGETARCH=$arch" --build-arg "TARGETVARIANT=${variant:-}" \
       "${build_args[@]}" --timestamp "$SOURCE_DATE_EPOCH" --squash \
       -t "$image" . >/dev/null
     buildah "${storage[@]}" manifest add "$list" "containers-storage:$image" >/dev/null

@@ -182,7 +182,10 @@ BINFMT = Path("/proc/sys/fs/binfmt_misc")
 
 def ensure_binfmt() -> str | None:
     """Makes the kernel run ARM binaries through qemu (needed for ARM
-    containers). Returns None when it works, else why not."""
+    containers). Returns None when it works, else why not.
+    PI_GCD_NO_BINFMT=1 pretends it cannot (to exercise the fallback)."""
+    if os.environ.get("PI_GCD_NO_BINFMT") == "1":
+        return "PI_GCD_NO_BINFMT=1"
     try:
         if not (BINFMT / "register").exists():
             subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)],

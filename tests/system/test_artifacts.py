@@ -14,6 +14,7 @@
 
 import contextlib
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -163,8 +164,6 @@ class OciArchive:
     def blob(self, digest: str) -> bytes:
         algorithm, _, hexdigest = digest.partition(":")
         data = self.read(f"blobs/{algorithm}/{hexdigest}")
-        import hashlib
-
         assert hashlib.new(algorithm, data).hexdigest() == hexdigest, f"{self.path}: blob {digest} corrupt"
         return data
 
@@ -270,8 +269,14 @@ class Podman:
 
 
 @pytest.fixture(scope="module")
-def podman(tmp_path_factory) -> Podman:
-    return Podman(tmp_path_factory.mktemp("podman"))
+def podman(tmp_path_factory):
+    root = tmp_path_factory.mktemp("podman")
+    podman = Podman(root)
+    yield podman
+    # Containers are started with --rm; make sure none is left, then drop
+    # the store (images only, no mounts left behind).
+    subprocess.run([*podman.base, "rm", "--force", "--all", "--time", "5"], capture_output=True, timeout=120)
+    subprocess.run([*podman.base, "system", "reset", "--force"], capture_output=True, timeout=120)
 
 
 def pull(podman: Podman, service: str, platform: tuple) -> str:
@@ -313,11 +318,43 @@ def test_images_run_and_answer(target: str, podman: Podman, binfmt_problem: str 
 
         def start(service: str, extra: list[str]) -> Service:
             name = f"pi-gcd-test-{service}-{uuid.uuid4().hex[:8]}"
+            names.append(name)
             env = [f"--env={k}={v}" for k, v in QUICK_STOP_ENV.items()]
-            argv = [*podman.base, "run", "--rm", "--name", name, "--network", "host",
+            # Loopback of the host only; restricted as the Kubernetes
+            # manifests run them: read-only root, no capabilities.
+            argv = [*podman.base, "run", "--rm", "--name", name, "--network", "host", "--ipc", "none",
                     "--read-only", "--cap-drop", "all", "--security-opt", "no-new-privileges",
                     *limits, *env, images[service], *SERVICE_ARGS[service], *extra]
             return Service(argv, name=f"{service} (image, {target})")
 
-    with running_pair(start) as (api_addr, _):
-        assert_gcd_answers(api_addr)
+    names: list[str] = []
+    try:
+        with running_pair(start) as (api_addr, _):
+            assert_gcd_answers(api_addr)
+    finally:
+        # --rm cleans up in the background; wait for it (and for a container
+        # whose podman client was killed) before the store goes away.
+        if names:
+            subprocess.run([*podman.base, "rm", "--force", "--ignore", "--time", "5", *names],
+                           capture_output=True, timeout=120)
+
+
+# --- reproducibility ------------------------------------------------------------------
+
+
+def test_images_are_reproducible() -> None:
+    """Building the images again from the same dist/ and commit gives the same
+    archives, byte for byte (fixed timestamps, fixed tar order)."""
+    from conftest import REPO
+
+    paths = [require_file(require_dist() / "images" / f"{service}.oci.tar") for service in SERVICES]
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+    done = subprocess.run([str(REPO / "scripts" / "build-arm.sh"), "--images-only", "--route", "daemonless"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={k: v for k, v in os.environ.items() if k != "REGISTRY"})
+    assert done.returncode == 0, f"build-arm.sh --images-only failed:\n{done.stdout}\n{done.stderr}"
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+    assert after == before, (
+        "rebuilt images differ from dist/images (was the work tree changed since the build? "
+        f"the revision label says -dirty then):\n{done.stderr}"
+    )
