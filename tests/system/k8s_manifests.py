@@ -658,7 +658,33 @@ def check_gcd_address(objects: list[Obj]) -> list[str]:
     return problems
 
 
+# CoreDNS's default TTL for Service records (k3s); answers may be cached
+# that long after a pod leaves the endpoints.
+COREDNS_TTL_MS = 5000
+
+
+def check_discovery_window(objects: list[Obj]) -> list[str]:
+    """A terminating gcd pod keeps serving until every api pod has
+    re-resolved gcd-service and dropped it: the gcd shutdown delay must cover
+    the api's re-resolve interval plus the DNS cache TTL."""
+    gcd = find(objects, "Deployment", "gcd")
+    api = find(objects, "Deployment", "api")
+    if gcd is None or api is None:
+        return ["Deployments gcd and api must both exist"]
+    delay = env_value(pod_spec(gcd)["containers"][0], "GCD_SHUTDOWN_DELAY_MS")
+    interval = env_value(pod_spec(api)["containers"][0], "API_RESOLVE_INTERVAL_MS")
+    if delay is None or interval is None or not (delay.isdigit() and interval.isdigit()):
+        return [f"{gcd} and {api}: GCD_SHUTDOWN_DELAY_MS and API_RESOLVE_INTERVAL_MS must be set explicitly"]
+    if int(delay) < int(interval) + COREDNS_TTL_MS:
+        return [
+            f"{gcd}: GCD_SHUTDOWN_DELAY_MS {delay} is shorter than the api's re-resolve interval "
+            f"{interval} ms + the {COREDNS_TTL_MS} ms DNS TTL: api pods may still call a stopped gcd"
+        ]
+    return []
+
+
 ALL_CHECKS = (
+    check_discovery_window,
     check_namespace_order,
     check_selectors,
     check_ports,

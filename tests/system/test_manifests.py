@@ -102,6 +102,10 @@ def test_api_points_at_headless_gcd_service(objects):
     assert_none(km.check_gcd_address(objects))
 
 
+def test_gcd_drains_until_the_api_has_dropped_it(objects):
+    assert_none(km.check_discovery_window(objects))
+
+
 def test_env_and_args_exist_in_the_binaries(objects, binaries):
     assert_none(km.check_env_and_args(objects, binaries))
 
@@ -238,6 +242,10 @@ MUTATIONS = {
     "grace period shorter than the drain": (
         lambda o: km.pod_spec(km.find(o, "Deployment", "gcd")).update({"terminationGracePeriodSeconds": 10}),
         "terminationGracePeriodSeconds 10",
+    ),
+    "gcd stops before the api re-resolves": (
+        lambda o: _env(o, "api", "API_RESOLVE_INTERVAL_MS", "30000"),
+        "shorter than the api's re-resolve interval",
     ),
     "api pointed elsewhere": (
         lambda o: _env(o, "api", "GCD_ADDR", "gcd:3000"),
