@@ -14,6 +14,7 @@ source scripts/lib/common.sh
 APT_PACKAGES=(
   ca-certificates curl git python3 python3-venv
   wrk # scripts/bench.sh
+  podman runc netavark aardvark-dns iptables # tests/system/test_topology.py
 )
 
 as_root() {
