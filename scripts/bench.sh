@@ -10,16 +10,22 @@
 # Figures are medians of --runs runs. It builds the release binaries first.
 # Host binaries (target/release, glibc) are always measured; the static musl
 # binaries that ship (dist/x86_64-unknown-linux-musl, from scripts/build-arm.sh)
-# are measured too when present. Traffic goes to 127.0.0.1 only; every process
-# it starts is stopped on exit. About 5 minutes with the defaults.
+# are measured too when present (--musl builds them first). Traffic goes to
+# 127.0.0.1 only; every process it starts is stopped on exit. About 5 minutes
+# with the defaults.
 #
 # Usage: scripts/bench.sh [options]
-#   --quick          1 run of 3 s per figure, host binaries only (~1 minute)
+#   --quick          1 run of 3 s per figure, host binaries only (< 1 minute)
 #   --runs N         runs per figure; the median is reported (default 3)
 #   --duration S     seconds per wrk or grpc-load run (default 10)
 #   --bin DIR[:NAME] measure gcd and api from DIR (repeatable; replaces the
 #                    default set of host and musl binaries)
-#   --tuning         also measure worker-thread combinations (adds ~2 minutes)
+#   --musl           build the static musl binaries first (scripts/build-arm.sh
+#                    --binaries-only, x86_64 only)
+#   --worker-threads N  run gcd, api and http-ceiling with N Tokio worker
+#                    threads instead of their default
+#   --tuning         also measure api / gcd worker-thread combinations on the
+#                    last set of binaries (adds ~3 minutes)
 #   --no-build       use the binaries already built
 #   --out FILE       where to write the results (default results/bench.md)
 #   -h, --help       this text
@@ -36,6 +42,8 @@ quick=0
 build=1
 tuning=0
 out=results/bench.md
+musl_build=0
+workers=
 bins=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,6 +52,8 @@ while [ $# -gt 0 ]; do
     --duration) duration=${2:?--duration needs seconds}; shift ;;
     --bin) bins+=("${2:?--bin needs a directory}"); shift ;;
     --tuning) tuning=1 ;;
+    --musl) musl_build=1 ;;
+    --worker-threads) workers=${2:?--worker-threads needs a number}; shift ;;
     --no-build) build=0 ;;
     --out) out=${2:?--out needs a file}; shift ;;
     -h | --help)
@@ -60,6 +70,7 @@ if [ "$quick" = 1 ]; then
 fi
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
 [[ "$duration" =~ ^[1-9][0-9]*$ ]] || die "--duration must be a positive integer"
+[[ -z "$workers" || "$workers" =~ ^[0-9]+$ ]] || die "--worker-threads must be a number"
 for tool in wrk curl; do
   command -v "$tool" >/dev/null || die "$tool not found: run scripts/install-deps.sh"
 done
@@ -72,14 +83,25 @@ WARMUP_SECS=2
 # connection (what the api keeps per replica).
 GRPC_ARGS=(--concurrency 32 --connections 1 --threads 1)
 # Services exit at once on SIGTERM here: no endpoints to leave.
-GCD_FLAGS=(--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --shutdown-delay-ms 0 --drain-timeout-ms 1000)
-API_FLAGS=(--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --shutdown-delay-ms 0 --drain-timeout-ms 1000)
+BASE_FLAGS=(--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --shutdown-delay-ms 0 --drain-timeout-ms 1000)
+GCD_FLAGS=("${BASE_FLAGS[@]}")
+API_FLAGS=("${BASE_FLAGS[@]}")
+CEILING_FLAGS=(--listen 127.0.0.1:0)
+if [ -n "$workers" ]; then
+  GCD_FLAGS+=(--worker-threads "$workers")
+  API_FLAGS+=(--worker-threads "$workers")
+  CEILING_FLAGS+=(--worker-threads "$workers")
+fi
 
 if [ "$build" = 1 ]; then
   log "building release binaries"
   # Separate invocations: the bench tools never change the service binaries.
   cargo build --release --locked -p gcd -p api
   cargo build --release --locked -p loadgen
+fi
+if [ "$musl_build" = 1 ]; then
+  log "building static musl binaries (scripts/build-arm.sh)"
+  PI_GCD_TARGETS=x86_64-unknown-linux-musl scripts/build-arm.sh --binaries-only
 fi
 TOOLS=target/release
 for tool in grpc-load http-ceiling startup-probe; do
@@ -171,16 +193,40 @@ done = function(summary, latency, requests)
 end
 EOF
 
+CLK_TCK=$(getconf CLK_TCK)
+# cpu_ticks PID...: user + system CPU ticks used so far by all PIDs.
+cpu_ticks() {
+  local pid total=0
+  for pid in "$@"; do
+    [ -n "$pid" ] || continue
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+# us_per REQUESTS TICKS: CPU microseconds per request.
+us_per() { awk -v r="$1" -v t="$2" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", r ? t * 1e6 / hz / r : 0}'; }
+
 THROUGHPUT=()
+# Processes whose CPU time measure() charges to each request: the front
+# (api or http-ceiling) and the gcd replicas.
+FRONT_PIDS=()
+GCD_PIDS=()
 # measure KIND LABEL BINS CMD...: runs CMD --runs times after a warm-up, and
-# adds a row with the median req/s, p50 and p99 to THROUGHPUT. CMD prints a
-# "wrk:" or "grpc-load:" key=value line.
+# adds a row with the median req/s, p50, p99 and CPU per request to
+# THROUGHPUT. CMD prints a "wrk:" or "grpc-load:" key=value line.
 measure() {
   local kind=$1 label=$2 binset=$3
   shift 3
-  local rps=() p50=() p99=() bad=0 line i errors non2xx
+  local rps=() p50=() p99=() front_us=() gcd_us=() bad=0 line i errors non2xx f0 g0 f1 g1 n
   for ((i = 1; i <= runs; i++)); do
+    f0=$(cpu_ticks "${FRONT_PIDS[@]}")
+    g0=$(cpu_ticks "${GCD_PIDS[@]}")
     line=$("$@" | grep -E '^(wrk|grpc-load): ') || die "$label: no figures from $1"
+    f1=$(cpu_ticks "${FRONT_PIDS[@]}")
+    g1=$(cpu_ticks "${GCD_PIDS[@]}")
+    n=$(field requests "$line")
+    front_us+=("$(us_per "$n" $((f1 - f0)))")
+    gcd_us+=("$(us_per "$n" $((g1 - g0)))")
     rps+=("$(field rps "$line")")
     p50+=("$(field p50_us "$line")")
     p99+=("$(field p99_us "$line")")
@@ -192,7 +238,10 @@ measure() {
   local m50 m99
   m50=$(median "${p50[@]}")
   m99=$(median "${p99[@]}")
-  THROUGHPUT+=("| $label | $binset | $kind | **$(median "${rps[@]}" | awk '{printf "%.0f", $1}')** | $(ms "$m50") | $(ms "$m99") | $(printf '%.0f ' "${rps[@]}")| $bad |")
+  local cpu="-"
+  [ ${#FRONT_PIDS[@]} -gt 0 ] && cpu="$(median "${front_us[@]}")"
+  [ ${#GCD_PIDS[@]} -gt 0 ] && cpu="$cpu / $(median "${gcd_us[@]}")"
+  THROUGHPUT+=("| $label | $binset | $kind | **$(median "${rps[@]}" | awk '{printf "%.0f", $1}')** | $(ms "$m50") | $(ms "$m99") | $cpu | $(printf '%.0f ' "${rps[@]}")| $bad |")
 }
 
 # wrk_run URL: the measured wrk run.
@@ -260,6 +309,8 @@ for entry in "${bins[@]}"; do
     api_idle=$(mem "$api_pid")
     gcd_idle=$(mem "${gcd_pids[0]}")
     wrk "${WRK_ARGS[@]}" -d"${WARMUP_SECS}s" "$url" >/dev/null
+    FRONT_PIDS=("$api_pid")
+    GCD_PIDS=("${gcd_pids[@]}")
     measure wrk "api -> gcd, $replicas replica(s)" "$name" wrk_run "$url"
     mem_row "api -> gcd, $replicas replica(s)" "$name" api "$api_pid" "$api_idle" "≤ 3" "≤ 8"
     mem_row "api -> gcd, $replicas replica(s)" "$name" "gcd (first)" "${gcd_pids[0]}" "$gcd_idle" "≤ 2" "≤ 5"
@@ -273,18 +324,22 @@ for entry in "${bins[@]}"; do
   sleep 0.5
   gcd_idle=$(mem "$gcd_pid")
   "$TOOLS/grpc-load" --target "$gcd_addr" "${GRPC_ARGS[@]}" --duration "$WARMUP_SECS" >/dev/null
+  FRONT_PIDS=()
+  GCD_PIDS=("$gcd_pid")
   measure grpc-load "gRPC direct, 1 gcd" "$name" \
     "$TOOLS/grpc-load" --target "$gcd_addr" "${GRPC_ARGS[@]}" --duration "$duration"
   mem_row "gRPC direct, 1 gcd" "$name" gcd "$gcd_pid" "$gcd_idle" "≤ 2" "≤ 5"
   stop_all
 
-  # Worker threads (Tokio) per process, 1 replica.
-  if [ "$tuning" = 1 ]; then
-    for combo in 1:1 1:2 2:1 2:2 3:1 4:4; do
+  # Worker threads (Tokio) per process, 1 replica, last binaries only.
+  if [ "$tuning" = 1 ] && [ "$entry" = "${bins[-1]}" ]; then
+    for combo in 1:1 2:1 1:2 2:2 4:4; do
       aw=${combo%:*}
       gw=${combo#*:}
-      start gcd "$GCD" "${GCD_FLAGS[@]}" --worker-threads "$gw"
-      start api "$API" "${API_FLAGS[@]}" --worker-threads "$aw" --gcd "${ADDR}"
+      start gcd "$GCD" "${BASE_FLAGS[@]}" --worker-threads "$gw"
+      GCD_PIDS=("$PID")
+      start api "$API" "${BASE_FLAGS[@]}" --worker-threads "$aw" --gcd "${ADDR}"
+      FRONT_PIDS=("$PID")
       url="http://$ADDR/gcd/12/18"
       wait_ok "$url"
       wrk "${WRK_ARGS[@]}" -d"${WARMUP_SECS}s" "$url" >/dev/null
@@ -295,13 +350,15 @@ for entry in "${bins[@]}"; do
 done
 
 # Ceiling: the api's HTTP stack with no gRPC hop.
-start ceiling "$TOOLS/http-ceiling" --listen 127.0.0.1:0
+start ceiling "$TOOLS/http-ceiling" "${CEILING_FLAGS[@]}"
 ceiling_pid=$PID
 url="http://$ADDR/gcd/12/18"
 wait_ok "$url"
 sleep 0.5
 ceiling_idle=$(mem "$ceiling_pid")
 wrk "${WRK_ARGS[@]}" -d"${WARMUP_SECS}s" "$url" >/dev/null
+FRONT_PIDS=("$ceiling_pid")
+GCD_PIDS=()
 measure wrk "ceiling: HTTP only, no gRPC hop" "host (glibc)" wrk_run "$url"
 mem_row "ceiling: HTTP only, no gRPC hop" "host (glibc)" http-ceiling "$ceiling_pid" "$ceiling_idle" "-" "-"
 stop_all
@@ -348,7 +405,8 @@ for one process with the machine to itself.
 | wrk | $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2) |
 | crates | tokio $(crate_version tokio), tonic $(crate_version tonic), h2 $(crate_version h2), hyper $(crate_version hyper), hyper-util $(crate_version hyper-util), axum $(crate_version axum), prost $(crate_version prost) |
 | source | commit $commit |
-| mode | $runs run(s) of ${duration} s per figure after a ${WARMUP_SECS} s warm-up; $( [ "$quick" = 1 ] && echo "--quick (smoke only)" || echo "full") ; took ${ELAPSED} s |
+| mode | $runs run(s) of ${duration} s per figure after a ${WARMUP_SECS} s warm-up; $( [ "$quick" = 1 ] && echo "--quick (smoke only)" || echo "full"); took ${ELAPSED} s |
+| Tokio worker threads | ${workers:-the default of each binary} (gcd, api, http-ceiling) |
 
 Binary sizes (bytes):
 
@@ -361,11 +419,15 @@ $(sizes)
 wrk \`${WRK_ARGS[*]} -d${duration}s\` on \`GET /gcd/12/18\`; grpc-load
 \`${GRPC_ARGS[*]}\` (Compute calls). req/s, p50 and p99 are medians over the
 runs; "errors" counts socket errors and non-2xx answers over all runs.
+"CPU µs/req" is the user + system CPU time the front process (api, or
+http-ceiling) / the gcd process(es) spent per answered request: less noisy
+than req/s when something else shares the machine, and it shows which hop
+costs what. The load generator's own CPU is not counted.
 Goal: ≥ 30,000 req/s through api -> gcd with one replica, p99 ≤ 3 ms (the
 original Go implementation: about 12,600 req/s).
 
-| scenario | binaries | load | req/s | p50 ms | p99 ms | req/s per run | errors |
-|---|---|---|---|---|---|---|---|
+| scenario | binaries | load | req/s | p50 ms | p99 ms | CPU µs/req front / gcd | req/s per run | errors |
+|---|---|---|---|---|---|---|---|---|
 $(printf '%s\n' "${THROUGHPUT[@]}")
 
 ## Memory
