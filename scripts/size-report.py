@@ -14,7 +14,6 @@ commit they were measured at.
 """
 
 import argparse
-import datetime
 import gzip
 import json
 import os
@@ -22,6 +21,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,11 +33,14 @@ SERVICES = ["gcd", "api"]
 GOALS = {"gcd": 1_000_000, "api": 1_500_000}  # armv7, stripped, static
 GO_SIZES = {"gcd": "7.0 MB", "api": "10.8 MB"}
 
-# name -> (what it changes, environment for scripts/build-arm.sh)
+# name -> environment for scripts/build-arm.sh; the first is the setup in
+# use (Cargo.toml's release profile, .cargo/config.toml, build-arm.sh), each
+# other changes one thing.
 EXPERIMENTS = {
-    "opt-level=s, std without features (chosen)": {},
-    "opt-level=z": {"PI_GCD_CARGO_ARGS": "--config profile.release.opt-level=\"z\""},
+    "chosen: Thumb-2, opt-level=\"s\", std without features": {},
+    "opt-level=\"z\"": {"PI_GCD_CARGO_ARGS": "--config profile.release.opt-level=\"z\""},
     "opt-level=3": {"PI_GCD_CARGO_ARGS": "--config profile.release.opt-level=3"},
+    "ARM (A32) instead of Thumb-2": {"PI_GCD_RUSTFLAGS": "-C target-feature=-thumb-mode"},
     "std feature backtrace": {"PI_GCD_STD_FEATURES": "backtrace"},
     "-Z location-detail=none": {"PI_GCD_RUSTFLAGS": "-Z location-detail=none"},
 }
@@ -86,6 +89,7 @@ def run_experiments() -> dict:
     for name, env in EXPERIMENTS.items():
         with tempfile.TemporaryDirectory() as out:
             print(f"==> experiment: {name}", file=sys.stderr, flush=True)
+            start = time.monotonic()
             subprocess.run(
                 ["scripts/build-arm.sh", "--binaries-only", "--route", "daemonless"],
                 cwd=REPO, check=True,
@@ -94,6 +98,7 @@ def run_experiments() -> dict:
             results["runs"][name] = {
                 "env": env,
                 "sizes": {s: (Path(out) / EXPERIMENT_TARGET / s).stat().st_size for s in SERVICES},
+                "build_seconds": round(time.monotonic() - start),
             }
     EXPERIMENTS_JSON.parent.mkdir(parents=True, exist_ok=True)
     EXPERIMENTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
