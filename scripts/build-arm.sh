@@ -20,6 +20,8 @@
 # Options:
 #   --registry REG   push to REG (e.g. registry.lan:5000 or docker.io/me);
 #                    env REGISTRY
+#   --insecure       the registry speaks plain HTTP (a LAN registry without
+#                    TLS; buildah only, docker needs it in its daemon config)
 #   --route ROUTE    auto (default), cross (cross + docker buildx) or
 #                    daemonless (Debian rustc-web + zig + buildah); env
 #                    PI_GCD_ROUTE
@@ -34,6 +36,8 @@
 #               zig (PyPI ziglang) links against its bundled musl; buildah
 #               builds each platform from the same Dockerfiles and joins them.
 #               scripts/install-deps.sh installs all of it on Debian 12.
+# The images are built with docker buildx wherever it works (a running
+# daemon), otherwise with buildah.
 #
 # Image tags come from the workspace version and the git revision; file
 # times and image dates come from SOURCE_DATE_EPOCH (default: the time of
@@ -56,6 +60,7 @@ SERVICES=(gcd api)
 IMAGE_NAMESPACE=${IMAGE_NAMESPACE:-docker.io/pi-gcd}
 
 registry=${REGISTRY:-}
+tls_verify=true
 route=${PI_GCD_ROUTE:-auto}
 do_binaries=1
 do_images=1
@@ -63,6 +68,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --registry) [ $# -ge 2 ] || die "--registry needs a value"; registry=$2; shift ;;
     --registry=*) registry=${1#*=} ;;
+    --insecure) tls_verify=false ;;
     --route) [ $# -ge 2 ] || die "--route needs a value"; route=$2; shift ;;
     --route=*) route=${1#*=} ;;
     --binaries-only) do_images=0 ;;
@@ -111,17 +117,19 @@ EOF
   fi
 }
 
-cross_missing() {
-  local missing=()
-  have cross || missing+=("cross (cargo install cross)")
+buildx_missing() {
   if ! have docker; then
-    missing+=("docker with buildx")
+    echo "docker with buildx"
   elif ! docker buildx version >/dev/null 2>&1; then
-    missing+=("docker buildx plugin")
+    echo "docker buildx plugin"
   elif ! docker info >/dev/null 2>&1; then
-    missing+=("a running docker daemon")
+    echo "a running docker daemon"
   fi
-  printf '%s\n' "${missing[@]}"
+}
+
+cross_missing() {
+  have cross || echo "cross (cargo install cross)"
+  buildx_missing
 }
 
 daemonless_missing() {
@@ -133,8 +141,8 @@ daemonless_missing() {
     [ -n "$(find_zig)" ] || missing+=("zig (pip install ziglang into $VENV, or zig on PATH)")
     have python3 || missing+=("python3")
   fi
-  if [ "$do_images" = 1 ]; then
-    have buildah || missing+=("buildah (apt)")
+  if [ "$do_images" = 1 ] && [ -n "$(buildx_missing)" ]; then
+    have buildah || missing+=("buildah (apt) or docker buildx")
     [ -n "$registry" ] || have python3 || missing+=("python3")
   fi
   printf '%s\n' "${missing[@]}"
@@ -166,7 +174,10 @@ case "$route" in
     ;;
   *) die "unknown route '$route': auto, cross or daemonless" ;;
 esac
-log "route: $route; version $VERSION, revision $REVISION, SOURCE_DATE_EPOCH $SOURCE_DATE_EPOCH"
+# Images: docker buildx where it works, else buildah.
+image_tool=buildah
+[ -z "$(buildx_missing)" ] && image_tool=buildx
+log "route: $route (images with $image_tool); version $VERSION, revision $REVISION, SOURCE_DATE_EPOCH $SOURCE_DATE_EPOCH"
 
 # --- step 1: binaries ----------------------------------------------------------
 
@@ -324,7 +335,8 @@ images_buildah() {
   if [ -n "$registry" ]; then
     for tag in "$VERSION" "$VERSION-$REVISION"; do
       log "pushing $registry/$service:$tag"
-      buildah "${storage[@]}" manifest push --all --format oci "$list" "docker://$registry/$service:$tag"
+      buildah "${storage[@]}" manifest push --quiet --all --format oci --tls-verify="$tls_verify" \
+        "$list" "docker://$registry/$service:$tag"
     done
   else
     layout=$(mktemp -d)
@@ -339,7 +351,7 @@ images_buildah() {
 }
 
 for service in "${SERVICES[@]}"; do
-  if [ "$route" = cross ]; then images_buildx "$service"; else images_buildah "$service"; fi
+  if [ "$image_tool" = buildx ]; then images_buildx "$service"; else images_buildah "$service"; fi
 done
 
 if [ -n "$registry" ]; then

@@ -29,6 +29,7 @@ ARM_APT_PACKAGES=(
   rustc-web cargo-web rust-web-src
   qemu-user-static
   buildah skopeo podman runc uidmap netavark aardvark-dns
+  docker-registry # a throw-away local registry for the push test
 )
 if [ "${PI_GCD_SKIP_ARM:-0}" != 1 ]; then
   APT_PACKAGES+=("${ARM_APT_PACKAGES[@]}")
@@ -43,6 +44,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   as_root apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # The tests start their own registry on a loopback port when they need
+  # one; the package's system service (listening on :5000) stays off.
+  if [[ " ${missing[*]} " == *" docker-registry "* ]] && [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 
 for tool in cargo rustfmt cargo-clippy; do

@@ -15,9 +15,11 @@
 import contextlib
 import gzip
 import hashlib
+import http.client
 import io
 import json
 import os
+import socket
 import struct
 import subprocess
 import tarfile
@@ -358,3 +360,66 @@ def test_images_are_reproducible() -> None:
         "rebuilt images differ from dist/images (was the work tree changed since the build? "
         f"the revision label says -dirty then):\n{done.stderr}"
     )
+
+
+# --- pushing to a registry ------------------------------------------------------------
+
+
+def free_loopback_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def registry_get(port: int, path: str, accept: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Accept": accept})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_push_to_registry(tmp_path: Path, podman: Podman) -> None:
+    """build-arm.sh --registry pushes one multi-arch tag per service (plus the
+    revision tag), which a runtime pulls for its platform and runs."""
+    from conftest import REPO
+
+    registry = require_tool("docker-registry")
+    port = free_loopback_port()
+    (tmp_path / "config.yml").write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    server = subprocess.Popen([registry, "serve", str(tmp_path / "config.yml")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(("127.0.0.1", port), "/v2/", deadline=30)
+        done = subprocess.run(
+            [str(REPO / "scripts" / "build-arm.sh"), "--images-only", "--route", "daemonless",
+             "--registry", f"127.0.0.1:{port}/pi-gcd", "--insecure"],
+            cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"build-arm.sh --registry failed:\n{done.stdout}\n{done.stderr}"
+        version = workspace_version()
+        for service in SERVICES:
+            status, body = registry_get(port, f"/v2/pi-gcd/{service}/tags/list", "application/json")
+            assert status == 200, (status, body)
+            tags = set(json.loads(body)["tags"])
+            assert version in tags and any(t.startswith(f"{version}-") for t in tags), tags
+            status, body = registry_get(port, f"/v2/pi-gcd/{service}/manifests/{version}",
+                                        "application/vnd.oci.image.index.v1+json")
+            assert status == 200, (status, body)
+            index = json.loads(body)
+            assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+            platforms = [platform_of(m) for m in index["manifests"]]
+            assert len(platforms) == 3 and set(platforms) == EXPECTED_PLATFORMS, platforms
+        # A Pi with a 64-bit OS pulls its own image from the index.
+        image = podman.run("pull", "-q", "--tls-verify=false", "--platform", "linux/arm64",
+                           f"127.0.0.1:{port}/pi-gcd/gcd:{version}")
+        inspect = json.loads(podman.run("image", "inspect", image))[0]
+        assert inspect["Architecture"] == "arm64"
+        assert inspect["Config"]["Entrypoint"] == ["/gcd"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
