@@ -120,7 +120,7 @@ def test_help_parsing_sees_flags_env_and_defaults(binaries):
     assert "--gcd" in api.flags and "--listen" in api.flags
     assert api.knows_env("GCD_ADDR") and api.knows_env("RUST_LOG")
     assert not api.knows_env("GCD_ADD") and not api.knows_env("GCD")
-    assert binaries["gcd"].env_default("GCD_DRAIN_TIMEOUT_MS", ).isdigit()
+    assert binaries["gcd"].env_default("GCD_DRAIN_TIMEOUT_MS").isdigit()
 
 
 # ---------------------------------------------------------------- the checker catches mistakes
