@@ -9,10 +9,12 @@
 //! Failure handling, since `Compute` is idempotent:
 //! - every call has a deadline, sent to gcd as `grpc-timeout` and enforced
 //!   locally;
-//! - a call that fails because a replica is unreachable is retried once on
-//!   a different replica, and the failed replica is skipped for a short
-//!   while (it is still tried when nothing else is left, so a restarted
-//!   replica is picked up at once).
+//! - a call that fails because a replica is unreachable, or that takes
+//!   over half the deadline while another replica exists, is retried once
+//!   on a different replica;
+//! - a replica that failed is skipped for a while, then gets one probing
+//!   call at a time until one succeeds; it is still tried when nothing else
+//!   is left, so a restarted replica is picked up at once.
 
 use std::{
     collections::HashMap,
@@ -62,8 +64,41 @@ pub enum UpstreamError {
 struct Replica {
     addr: SocketAddr,
     client: GcdServiceClient<Channel>,
-    /// Milliseconds since the balancer's epoch until which to skip it.
+    /// Milliseconds since the balancer's epoch until which to skip it, or
+    /// [`Replica::HEALTHY`].
     ejected_until: AtomicU64,
+}
+
+impl Replica {
+    /// `ejected_until` is 0 for a healthy replica.
+    const HEALTHY: u64 = 0;
+
+    /// Healthy, or ejected with the ejection run out and this caller the one
+    /// to probe it (which pushes the ejection out for everyone else).
+    fn available(&self, now: u64, eject_millis: u64) -> bool {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        if until == Self::HEALTHY {
+            return true;
+        }
+        until <= now
+            && self
+                .ejected_until
+                .compare_exchange(
+                    until,
+                    now + eject_millis,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    fn mark_healthy(&self) {
+        // Read first: a write on every call would bounce the cache line
+        // between cores.
+        if self.ejected_until.load(Ordering::Relaxed) != Self::HEALTHY {
+            self.ejected_until.store(Self::HEALTHY, Ordering::Relaxed);
+        }
+    }
 }
 
 pub struct Balancer {
@@ -84,6 +119,16 @@ enum AttemptError {
     Unreachable(Status),
     Timeout,
     Failed(Status),
+}
+
+impl From<AttemptError> for UpstreamError {
+    fn from(failure: AttemptError) -> Self {
+        match failure {
+            AttemptError::Unreachable(status) => Self::Unavailable(status),
+            AttemptError::Timeout => Self::DeadlineExceeded,
+            AttemptError::Failed(status) => Self::Failed(status),
+        }
+    }
 }
 
 impl Balancer {
@@ -172,34 +217,42 @@ impl Balancer {
         }
     }
 
-    /// GCD of `a` and `b`, from one replica or, if it is unreachable, from
-    /// one other.
+    /// GCD of `a` and `b`, from one replica or, if it is unreachable or
+    /// too slow, from one other.
     pub async fn compute(&self, a: u64, b: u64) -> Result<u64, UpstreamError> {
-        let deadline = Instant::now() + self.settings.deadline;
+        let started = Instant::now();
+        let deadline = started + self.settings.deadline;
         let replicas = self.snapshot();
         let first = self
             .pick(&replicas, None)
             .ok_or(UpstreamError::NoReplicas)?;
-        let status = match self.attempt(first, a, b, deadline).await {
+        // With another replica to retry on, the first one gets half the
+        // budget: a dead replica that is still listed (its connection
+        // attempts queue up and time out one by one) must not eat the
+        // whole deadline.
+        let first_deadline = if replicas.len() > 1 {
+            started + self.settings.deadline / 2
+        } else {
+            deadline
+        };
+        let failure = match self.attempt(first, a, b, first_deadline).await {
             Ok(result) => return Ok(result),
-            Err(AttemptError::Unreachable(status)) => status,
-            Err(AttemptError::Timeout) => return Err(UpstreamError::DeadlineExceeded),
             Err(AttemptError::Failed(status)) => return Err(UpstreamError::Failed(status)),
+            Err(AttemptError::Timeout) if first_deadline == deadline => {
+                return Err(UpstreamError::DeadlineExceeded);
+            }
+            Err(failure) => failure,
         };
         self.eject(first);
         let Some(second) = self.pick(&replicas, Some(first.addr)) else {
-            return Err(UpstreamError::Unavailable(status));
+            return Err(failure.into());
         };
         self.metrics.upstream_retries.inc();
-        match self.attempt(second, a, b, deadline).await {
-            Ok(result) => Ok(result),
-            Err(AttemptError::Unreachable(status)) => {
-                self.eject(second);
-                Err(UpstreamError::Unavailable(status))
-            }
-            Err(AttemptError::Timeout) => Err(UpstreamError::DeadlineExceeded),
-            Err(AttemptError::Failed(status)) => Err(UpstreamError::Failed(status)),
+        let result = self.attempt(second, a, b, deadline).await;
+        if let Err(AttemptError::Unreachable(_)) = result {
+            self.eject(second);
         }
+        result.map_err(UpstreamError::from)
     }
 
     async fn attempt(
@@ -219,7 +272,10 @@ impl Balancer {
         let mut client = replica.client.clone();
         let outcome = tokio::time::timeout_at(deadline, client.compute(request)).await;
         let result = match outcome {
-            Ok(Ok(response)) => Ok(response.into_inner().result),
+            Ok(Ok(response)) => {
+                replica.mark_healthy();
+                Ok(response.into_inner().result)
+            }
             Err(_) => Err(AttemptError::Timeout),
             // tonic enforces the `grpc-timeout` it sent as well, and its
             // timer may fire first, as a cancellation.
@@ -235,8 +291,10 @@ impl Balancer {
         result
     }
 
-    /// Round-robin over replicas that are not ejected, never `exclude`;
-    /// an ejected replica only when nothing else is left.
+    /// Round-robin over healthy replicas, never `exclude`. A replica whose
+    /// ejection has run out gets one probing call at a time (the others
+    /// keep skipping it until the probe succeeds). An ejected replica is
+    /// picked only when nothing else is left.
     fn pick<'a>(
         &self,
         replicas: &'a [Arc<Replica>],
@@ -254,7 +312,7 @@ impl Balancer {
             if Some(replica.addr) == exclude {
                 continue;
             }
-            if replica.ejected_until.load(Ordering::Relaxed) <= now {
+            if replica.available(now, self.eject_millis()) {
                 return Some(replica);
             }
             fallback.get_or_insert(replica.as_ref());
@@ -263,8 +321,12 @@ impl Balancer {
     }
 
     fn eject(&self, replica: &Replica) {
-        let until = self.now_millis() + EJECT_FOR.as_millis() as u64;
+        let until = self.now_millis() + self.eject_millis();
         replica.ejected_until.store(until, Ordering::Relaxed);
+    }
+
+    fn eject_millis(&self) -> u64 {
+        EJECT_FOR.as_millis() as u64
     }
 
     fn now_millis(&self) -> u64 {
@@ -288,7 +350,7 @@ impl Balancer {
         Replica {
             addr,
             client: GcdServiceClient::new(endpoint.connect_lazy()),
-            ejected_until: AtomicU64::new(0),
+            ejected_until: AtomicU64::new(Replica::HEALTHY),
         }
     }
 }

@@ -16,7 +16,7 @@ use api::{
     config::{Args, Config},
     resolve::{Resolution, Resolve, Target},
 };
-use testkit::{eventually, http::get, process::Service};
+use testkit::{eventually, fake_gcd::SilentGcd, http::get, process::Service};
 
 const COMPUTED: &str = "gcd_compute_requests_total";
 
@@ -75,56 +75,101 @@ fn a_replica_stopped_without_delay_loses_no_request() {
 fn replica_leaves_under_load(signal: &str) {
     let mut replicas = start_replicas(3);
     let api = Service::api(&addr_list(&replicas), &[]);
-    let api_addr = api.addr;
 
-    // Four clients stream requests until told to stop; every answer must
-    // be a 200, including those in flight when the replica dies.
-    let stop = Arc::new(AtomicBool::new(false));
-    let answered = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, answered, failures) = (stop.clone(), answered.clone(), failures.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let response = get(api_addr, "/gcd/12/18");
-                    if response.status != 200 {
-                        failures.lock().unwrap().push(response);
-                    }
-                    answered.fetch_add(1, Ordering::SeqCst);
-                }
-            })
-        })
-        .collect();
-
-    let wait_for = |count: usize| {
-        eventually("requests to stream", Duration::from_secs(30), || {
-            (answered.load(Ordering::SeqCst) >= count).then_some(())
-        })
-    };
-    wait_for(200);
+    let load = Load::start(api.addr);
+    load.wait_for(200);
     let victim = replicas.remove(0);
     victim.signal(signal);
-    let before = answered.load(Ordering::SeqCst);
-    wait_for(before + 500);
-    stop.store(true, Ordering::SeqCst);
-    for client in clients {
-        client.join().unwrap();
-    }
+    load.wait_for(load.answered() + 500);
+    load.stop_and_assert_all_ok();
 
-    let failures = failures.lock().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} failed requests, e.g. {:?}",
-        failures.len(),
-        failures.first()
-    );
     // Calls that hit the dead replica were retried on a live one.
     assert!(
         api.metric("api_upstream_retries_total") > 0,
         "{}",
         api.log()
     );
+}
+
+/// A replica that accepts connections but never answers (a hung process,
+/// or a dead pod whose address is still listed) costs latency, not
+/// requests: the first attempt gets half the deadline, then the call is
+/// retried elsewhere.
+#[test]
+fn a_hung_replica_loses_no_request() {
+    let replicas = start_replicas(2);
+    let hung = SilentGcd::start();
+    let list = format!("{},{}", addr_list(&replicas), hung.addr);
+    let api = Service::api(&list, &["--deadline-ms", "4000"]);
+
+    let load = Load::start(api.addr);
+    load.wait_for(300);
+    load.stop_and_assert_all_ok();
+    assert!(
+        api.metric("api_upstream_retries_total") > 0,
+        "{}",
+        api.log()
+    );
+}
+
+/// Four clients streaming requests through the api until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<testkit::http::Response>>>,
+    clients: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(api: SocketAddr) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let clients = (0..4)
+            .map(|_| {
+                let (stop, answered, failures) = (stop.clone(), answered.clone(), failures.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        let response = get(api, "/gcd/12/18");
+                        if response.status != 200 {
+                            failures.lock().unwrap().push(response);
+                        }
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            answered,
+            failures,
+            clients,
+        }
+    }
+
+    fn answered(&self) -> usize {
+        self.answered.load(Ordering::SeqCst)
+    }
+
+    fn wait_for(&self, count: usize) {
+        eventually(&format!("{count} answers"), Duration::from_secs(60), || {
+            (self.answered() >= count).then_some(())
+        });
+    }
+
+    fn stop_and_assert_all_ok(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for client in self.clients {
+            client.join().unwrap();
+        }
+        let failures = self.failures.lock().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} failed requests, e.g. {:?}",
+            failures.len(),
+            failures.first()
+        );
+    }
 }
 
 #[test]
