@@ -423,3 +423,34 @@ def test_push_to_registry(tmp_path: Path, podman: Podman) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# --- the manifests name these images ------------------------------------------------------
+
+
+def normalize_image(ref: str) -> str:
+    """What containerd makes of an `image:` value (docker.io is the default)."""
+    first, _, rest = ref.partition("/")
+    if not rest:
+        return f"docker.io/library/{ref}"
+    if "." in first or ":" in first or first == "localhost":
+        return ref
+    return f"docker.io/{ref}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_k8s_manifests_use_the_archived_image_name(service: str) -> None:
+    """`k3s ctr images import` then `kubectl create -f k8s` must need no pull:
+    the name in the archive is what the manifests' image normalizes to."""
+    from conftest import REPO
+
+    top = json.loads(archive(service).read("index.json"))
+    archived = top["manifests"][0]["annotations"]["io.containerd.image.name"]
+    images = set()
+    for path in sorted((REPO / "k8s").glob("*.y*ml")):
+        for line in path.read_text().splitlines():
+            key, _, value = line.strip().partition(":")
+            if key in ("image", "- image") and value.strip().strip("\"'").split("@")[0].rsplit(":", 1)[0].endswith(f"/{service}"):
+                images.add(value.strip().strip("\"'"))
+    assert images, f"no image for {service} in k8s/"
+    assert {normalize_image(i) for i in images} == {archived}, (images, archived)
