@@ -119,6 +119,7 @@ fi
 
 TMP=$(mktemp -d)
 PIDS=()
+STARTS=0
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -133,7 +134,9 @@ trap 'exit 130' INT TERM
 start() {
   local name=$1 log
   shift
-  log="$TMP/$name.log"
+  # A fresh file per start: a reused one could show a dead process's address.
+  STARTS=$((STARTS + 1))
+  log="$TMP/$name.$STARTS.log"
   "$@" >"$log" 2>&1 &
   PID=$!
   PIDS+=("$PID")
