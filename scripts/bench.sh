@@ -28,6 +28,7 @@
 #                    last set of binaries (adds ~3 minutes)
 #   --no-build       use the binaries already built
 #   --out FILE       where to write the results (default results/bench.md)
+#   --source TEXT    what was measured, for the results (default: git commit)
 #   -h, --help       this text
 # Needs wrk and curl (scripts/install-deps.sh installs them).
 set -euo pipefail
@@ -43,6 +44,7 @@ build=1
 tuning=0
 out=results/bench.md
 musl_build=0
+source_text=
 workers=
 bins=()
 while [ $# -gt 0 ]; do
@@ -56,6 +58,7 @@ while [ $# -gt 0 ]; do
     --worker-threads) workers=${2:?--worker-threads needs a number}; shift ;;
     --no-build) build=0 ;;
     --out) out=${2:?--out needs a file}; shift ;;
+    --source) source_text=${2:?--source needs a description}; shift ;;
     -h | --help)
       sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
       exit 0
@@ -379,8 +382,9 @@ sizes() {
     printf '| %s | %s | %s |\n' "${entry#*:}" "$(stat -c %s "$dir/gcd")" "$(stat -c %s "$dir/api")"
   done
 }
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+commit="commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 git diff --quiet HEAD -- api gcd ops proto Cargo.toml Cargo.lock 2>/dev/null || commit="$commit (with local changes)"
+[ -n "$source_text" ] && commit=$source_text
 
 mkdir -p "$(dirname "$out")"
 {
@@ -407,7 +411,7 @@ for one process with the machine to itself.
 | rustc | $(rustc --version 2>/dev/null || echo unknown) |
 | wrk | $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2) |
 | crates | tokio $(crate_version tokio), tonic $(crate_version tonic), h2 $(crate_version h2), hyper $(crate_version hyper), hyper-util $(crate_version hyper-util), axum $(crate_version axum), prost $(crate_version prost) |
-| source | commit $commit |
+| source | $commit |
 | mode | $runs run(s) of ${duration} s per figure after a ${WARMUP_SECS} s warm-up; $( [ "$quick" = 1 ] && echo "--quick (smoke only)" || echo "full"); took ${ELAPSED} s |
 | Tokio worker threads | ${workers:-the default of each binary} (gcd, api, http-ceiling) |
 
