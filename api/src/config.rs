@@ -62,7 +62,7 @@ pub struct Args {
     #[argh(option)]
     pub drain_timeout_ms: Option<u64>,
 
-    /// worker threads (Tokio); 0 means one per CPU core [env API_WORKER_THREADS, default 0]
+    /// worker threads (Tokio): 1 serves everything on one thread, the least CPU per request; 0 means one per CPU core [env API_WORKER_THREADS, default 1]
     #[argh(option)]
     pub worker_threads: Option<usize>,
 }

@@ -18,7 +18,8 @@ pub struct ProcessConfig {
     pub shutdown_delay: Duration,
     /// After the delay, how long in-flight work may take.
     pub drain_timeout: Duration,
-    /// Tokio worker threads; 0 means one per core.
+    /// Tokio worker threads: 1 runs every task on the main thread (a
+    /// current-thread runtime), 0 means one per core.
     pub worker_threads: usize,
 }
 
@@ -43,7 +44,10 @@ impl ProcessConfig {
                 &format!("{prefix}_DRAIN_TIMEOUT_MS"),
                 Duration::from_secs(15),
             )?,
-            worker_threads: flag_or_env(worker_threads, &format!("{prefix}_WORKER_THREADS"), 0)?,
+            // One thread by default: measured on 2 cores (results/bench.md),
+            // it costs ~40% less CPU per request than a worker per core,
+            // and a pod limited to one CPU or less cannot use more anyway.
+            worker_threads: flag_or_env(worker_threads, &format!("{prefix}_WORKER_THREADS"), 1)?,
         })
     }
 }
@@ -54,7 +58,7 @@ pub fn invalid_config(err: &ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Runs `service` on a multi-threaded runtime until it returns, with
+/// Runs `service` on a Tokio runtime until it returns, with
 /// SIGTERM and SIGINT driving its [`Lifecycle`].
 pub fn run<F, Fut, E>(name: &str, process: ProcessConfig, service: F) -> ExitCode
 where
@@ -62,11 +66,18 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let mut builder = if process.worker_threads == 1 {
+        // Every task on this thread: no hand-offs or wake-ups between
+        // threads, no lock contention in h2 or the allocator.
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if process.worker_threads > 0 {
+            builder.worker_threads(process.worker_threads);
+        }
+        builder
+    };
     builder.enable_all();
-    if process.worker_threads > 0 {
-        builder.worker_threads(process.worker_threads);
-    }
     let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(err) => {

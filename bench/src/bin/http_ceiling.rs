@@ -17,8 +17,8 @@ struct Args {
     #[argh(option, default = "SocketAddr::from(([127, 0, 0, 1], 0))")]
     listen: SocketAddr,
 
-    /// worker threads (Tokio); 0 means one per CPU core [default 0]
-    #[argh(option, default = "0")]
+    /// worker threads (Tokio), as for api: 1 serves everything on one thread; 0 means one per CPU core [default 1]
+    #[argh(option, default = "1")]
     worker_threads: usize,
 }
 
