@@ -2,7 +2,13 @@
 # Runs every test of the project, as CI does:
 #   1. installs what is missing (scripts/install-deps.sh; skip with --no-install),
 #   2. cargo fmt --check and cargo clippy -D warnings,
-#   3. cargo test: unit, property and integration tests driving the real binaries.
+#   3. cargo test: unit, property and integration tests driving the real binaries,
+#   4. scripts/build-arm.sh: the static binaries for armv7, aarch64 and x86_64
+#      and the multi-arch OCI image archives in dist/,
+#   5. pytest tests/system: the manifests (strict schemas and our own
+#      checks), the binaries under qemu, the images under podman, and the
+#      manifests' topology run with the real images.
+# --host-only stops after step 3 and checks only the manifests.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -10,11 +16,13 @@ cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
 
 install=1
+host_only=0
 for arg in "$@"; do
   case "$arg" in
     --no-install) install=0 ;;
+    --host-only) host_only=1 ;;
     -h | --help)
-      sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) die "unknown argument: $arg (see --help)" ;;
@@ -31,3 +39,19 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "cargo test"
 cargo test --workspace --locked
+
+[ -x "$VENV/bin/python" ] || die "$VENV has no Python: run scripts/install-deps.sh"
+pytest=("$VENV/bin/python" -m pytest -p no:cacheprovider -q)
+if [ "$host_only" = 1 ]; then
+  log "pytest tests/system/test_manifests.py"
+  "${pytest[@]}" tests/system/test_manifests.py
+  exit 0
+fi
+
+log "scripts/build-arm.sh"
+started=$(date +%s)
+scripts/build-arm.sh
+log "build-arm.sh took $(($(date +%s) - started)) s"
+
+log "pytest tests/system"
+"${pytest[@]}" tests/system
