@@ -98,6 +98,17 @@ def load(directory: Path = K8S_DIR) -> list[Obj]:
     return objects
 
 
+def normalized_image(image: str) -> str:
+    """The name containerd (and podman) give a short image reference
+    (docker.io is the default registry, library/ the default namespace)."""
+    first, _, rest = image.partition("/")
+    if not rest:
+        return f"docker.io/library/{image}"
+    if "." in first or ":" in first or first == "localhost":
+        return image
+    return f"docker.io/{image}"
+
+
 def workspace_version() -> str:
     with (ROOT / "Cargo.toml").open("rb") as stream:
         return tomllib.load(stream)["workspace"]["package"]["version"]

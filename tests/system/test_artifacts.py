@@ -26,6 +26,7 @@ import tarfile
 import uuid
 from pathlib import Path
 
+import k8s_manifests as km
 import pytest
 
 from conftest import (
@@ -428,16 +429,6 @@ def test_push_to_registry(tmp_path: Path, podman: Podman) -> None:
 # --- the manifests name these images ------------------------------------------------------
 
 
-def normalize_image(ref: str) -> str:
-    """What containerd makes of an `image:` value (docker.io is the default)."""
-    first, _, rest = ref.partition("/")
-    if not rest:
-        return f"docker.io/library/{ref}"
-    if "." in first or ":" in first or first == "localhost":
-        return ref
-    return f"docker.io/{ref}"
-
-
 @pytest.mark.parametrize("service", SERVICES)
 def test_k8s_manifests_use_the_archived_image_name(service: str) -> None:
     """`k3s ctr images import` then `kubectl create -f k8s` must need no pull:
@@ -453,4 +444,4 @@ def test_k8s_manifests_use_the_archived_image_name(service: str) -> None:
             if key in ("image", "- image") and value.strip().strip("\"'").split("@")[0].rsplit(":", 1)[0].endswith(f"/{service}"):
                 images.add(value.strip().strip("\"'"))
     assert images, f"no image for {service} in k8s/"
-    assert {normalize_image(i) for i in images} == {archived}, (images, archived)
+    assert {km.normalized_image(i) for i in images} == {archived}, (images, archived)

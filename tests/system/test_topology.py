@@ -75,16 +75,6 @@ def metric(port: int, name: str) -> float:
     return sum(values)
 
 
-def normalized_image(image: str) -> str:
-    """The name containerd (and podman) give a short image reference."""
-    first, _, rest = image.partition("/")
-    if not rest:
-        return f"docker.io/library/{image}"
-    if "." in first or ":" in first or first == "localhost":
-        return image
-    return f"docker.io/{image}"
-
-
 def memory_limit(container: dict) -> str:
     """The manifest's memory limit in podman's notation (bytes)."""
     return str(int(km.memory_bytes(container["resources"]["limits"]["memory"])))
@@ -167,7 +157,7 @@ def images(podman, manifests):
             f"{archive} is missing: run scripts/build-arm.sh first "
             "(it writes the multi-arch OCI archives to dist/images)"
         )
-        image = normalized_image(km.pod_spec(deployment)["containers"][0]["image"])
+        image = km.normalized_image(km.pod_spec(deployment)["containers"][0]["image"])
         output = podman("pull", "--quiet", "--platform", f"linux/{PLATFORM_ARCH}", f"oci-archive:{archive}", timeout=300)
         image_id = output.splitlines()[-1].strip()
         podman("tag", image_id, image)
