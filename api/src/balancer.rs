@@ -150,11 +150,6 @@ impl Balancer {
         }
     }
 
-    /// Addresses of the replicas currently balanced over, sorted.
-    pub fn replica_addrs(&self) -> Vec<SocketAddr> {
-        self.snapshot().iter().map(|r| r.addr).collect()
-    }
-
     /// Resolves every target once and swaps in the new replica set, keeping
     /// the channels of replicas that are still there.
     pub async fn refresh(&self) {

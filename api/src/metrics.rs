@@ -80,11 +80,6 @@ impl ApiMetrics {
     pub fn record_upstream(&self, outcome: Outcome) {
         self.upstream[outcome as usize].inc();
     }
-
-    /// Requests answered so far with `status` on `route`.
-    pub fn requests(&self, route: Route, status: u16) -> u64 {
-        self.requests[route as usize][status_slot(status)].get()
-    }
 }
 
 impl ops::admin::Metrics for ApiMetrics {
