@@ -14,7 +14,13 @@
 //!   on a different replica;
 //! - a replica that failed is skipped for a while, then gets one probing
 //!   call at a time until one succeeds; it is still tried when nothing else
-//!   is left, so a restarted replica is picked up at once.
+//!   is left, so a restarted replica is picked up at once;
+//! - with a single replica, a call that never reached it (its connection
+//!   was closing, for instance after gcd closed it as idle) is retried on
+//!   it once.
+//!
+//! At most [`MAX_REPLICAS`] replicas are balanced over: each one is a
+//! connection and its buffers, which the memory budget counts.
 
 use std::{
     collections::HashMap,
@@ -34,6 +40,15 @@ use crate::{
     metrics::{ApiMetrics, Outcome},
     resolve::{Resolve, Target},
 };
+
+/// Most gcd replicas balanced over; a DNS answer with more is cut to the
+/// first ones in address order (the same ones on every api pod).
+pub const MAX_REPLICAS: usize = 64;
+
+/// HTTP/2 receive window towards each replica, per call and per
+/// connection: answers are a few bytes, and this bounds what a replica can
+/// make us buffer.
+pub const REPLICA_WINDOW: u32 = 64 * 1024;
 
 /// How long a replica that failed is passed over.
 const EJECT_FOR: Duration = Duration::from_secs(2);
@@ -183,6 +198,14 @@ impl Balancer {
         }
         addrs.sort_unstable();
         addrs.dedup();
+        if addrs.len() > MAX_REPLICAS {
+            tracing::warn!(
+                resolved = addrs.len(),
+                used = MAX_REPLICAS,
+                "more gcd replicas than the api balances over; using the first"
+            );
+            addrs.truncate(MAX_REPLICAS);
+        }
 
         let current = self.snapshot();
         if current.iter().map(|r| r.addr).eq(addrs.iter().copied()) {
@@ -239,8 +262,11 @@ impl Balancer {
             Err(failure) => failure,
         };
         self.eject(first);
-        let Some(second) = self.pick(&replicas, Some(first.addr)) else {
-            return Err(failure.into());
+        let second = match self.pick(&replicas, Some(first.addr)) {
+            Some(other) => other,
+            // The only replica, and the call never reached it: once more.
+            None if matches!(failure, AttemptError::Unreachable(_)) => first,
+            None => return Err(failure.into()),
         };
         self.metrics.upstream_retries.inc();
         let result = self.attempt(second, a, b, deadline).await;
@@ -341,7 +367,9 @@ impl Balancer {
             .connect_timeout(self.settings.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10));
+            .keep_alive_timeout(Duration::from_secs(10))
+            .initial_stream_window_size(REPLICA_WINDOW)
+            .initial_connection_window_size(REPLICA_WINDOW);
         Replica {
             addr,
             client: GcdServiceClient::new(endpoint.connect_lazy()),

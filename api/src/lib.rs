@@ -15,6 +15,7 @@
 
 pub mod balancer;
 pub mod config;
+pub mod limits;
 pub mod metrics;
 pub mod resolve;
 pub mod routes;

@@ -22,23 +22,45 @@ pub enum TargetError {
 impl FromStr for Target {
     type Err = TargetError;
 
+    /// `name:port`, `1.2.3.4:port` or `[v6]:port`, where a name is what DNS
+    /// allows (letters, digits, `-` and `_` in dot-separated labels).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let malformed = || TargetError::Malformed(text.to_owned());
         let (host, port) = text.trim().rsplit_once(':').ok_or_else(malformed)?;
-        // `[::1]:3000` is how an IPv6 literal carries a port.
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        if host.is_empty() || host.contains(['/', ' ']) {
-            return Err(malformed());
-        }
+        let host = match host.strip_prefix('[') {
+            Some(bracketed) => {
+                let inner = bracketed.strip_suffix(']').ok_or_else(malformed)?;
+                inner
+                    .parse::<std::net::Ipv6Addr>()
+                    .map_err(|_| malformed())?;
+                inner
+            }
+            None if valid_name(host) => host,
+            None => return Err(malformed()),
+        };
         let port = port.parse().map_err(|_| malformed())?;
         Ok(Self {
             host: host.to_owned(),
             port,
         })
     }
+}
+
+/// A DNS name or dotted IPv4 address: 1 to 253 bytes of labels of 1 to 63
+/// letters, digits, `-` or `_`, not starting or ending with `-`.
+fn valid_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 impl fmt::Display for Target {
@@ -97,11 +119,20 @@ mod tests {
 
     #[test]
     fn parses_names_ipv4_and_ipv6() {
-        let Targets(targets) = " gcd-service:3000, 10.0.0.7:3001,[::1]:3002 "
-            .parse()
-            .unwrap();
+        let Targets(targets) =
+            " gcd-service:3000, 10.0.0.7:3001,[::1]:3002,gcd.pi-gcd.svc.cluster.local.:3000 "
+                .parse()
+                .unwrap();
         let shown: Vec<String> = targets.iter().map(ToString::to_string).collect();
-        assert_eq!(shown, ["gcd-service:3000", "10.0.0.7:3001", "[::1]:3002"]);
+        assert_eq!(
+            shown,
+            [
+                "gcd-service:3000",
+                "10.0.0.7:3001",
+                "[::1]:3002",
+                "gcd.pi-gcd.svc.cluster.local.:3000"
+            ]
+        );
         assert_eq!(targets[2].host, "::1");
     }
 
@@ -114,6 +145,14 @@ mod tests {
             "gcd:99999",
             "gcd:x",
             "http://gcd:3000",
+            "[::1:3000",
+            "::1:3000",
+            "[::1]x:3000",
+            "[nonsense]:3000",
+            "gcd service:3000",
+            "-gcd:3000",
+            "gcd..svc:3000",
+            "gcd/x:3000",
         ] {
             assert_eq!(
                 bad.parse::<Targets>(),

@@ -10,18 +10,22 @@
 //!
 //! Every response, errors included, is JSON. Bodies are written by hand:
 //! they are a number or one of the fixed messages below, and a JSON
-//! serializer would cost more binary than it saves.
+//! serializer would cost more binary than it saves. Requests that break
+//! HTTP framing rules (no `Host`, targets over [`MAX_URI_BYTES`], heads
+//! over 16 KiB) are refused before they get here, by
+//! [`ops::serve::http1`], with JSON errors too.
 
 use std::{sync::Arc, time::Instant};
 
 use axum::{
     Router,
     extract::{Request, State},
-    http::{StatusCode, Uri, header},
+    http::{StatusCode, Uri},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
+use ops::serve::http1::{json, json_error};
 use tokio::sync::Semaphore;
 
 use crate::{
@@ -29,7 +33,8 @@ use crate::{
     metrics::{ApiMetrics, Route},
 };
 
-/// Longest request target accepted; a real one is under 50 bytes.
+/// Longest request target accepted (414 beyond); a real one is under 50
+/// bytes.
 pub const MAX_URI_BYTES: usize = 1024;
 
 /// Everything a request handler needs.
@@ -52,8 +57,6 @@ pub enum ApiError {
     NotFound,
     #[error("Method not allowed")]
     MethodNotAllowed,
-    #[error("URI too long")]
-    UriTooLong,
     #[error("Server overloaded, try again")]
     Overloaded,
     #[error("gcd is unavailable: no replica is known")]
@@ -72,7 +75,6 @@ impl ApiError {
             Self::InvalidA | Self::InvalidB => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::Overloaded | Self::NoReplicas | Self::Unavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -97,7 +99,7 @@ impl From<UpstreamError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // Messages are fixed strings without quotes or backslashes.
-        json(self.status(), format!("{{\"error\":\"{self}\"}}"))
+        json_error(self.status(), &self.to_string())
     }
 }
 
@@ -130,9 +132,9 @@ pub fn parse_operand(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
-/// Wraps every public request: rejects oversized URIs, sheds load when too
-/// many requests are in flight (503 at once instead of a growing queue),
-/// and records the request in the metrics.
+/// Wraps every public request: sheds load when too many requests are in
+/// flight (503 at once instead of a growing queue), and records the
+/// request in the metrics.
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = if request.uri().path().starts_with("/gcd/") {
@@ -140,26 +142,14 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     } else {
         Route::Unmatched
     };
-    let target_len = request
-        .uri()
-        .path_and_query()
-        .map_or(0, |pq| pq.as_str().len());
-    let response = if target_len > MAX_URI_BYTES {
-        ApiError::UriTooLong.into_response()
-    } else {
-        match state.in_flight.clone().try_acquire_owned() {
-            Ok(_permit) => next.run(request).await,
-            Err(_) => ApiError::Overloaded.into_response(),
-        }
+    let response = match state.in_flight.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => ApiError::Overloaded.into_response(),
     };
     state
         .metrics
         .record_request(route, response.status().as_u16(), started.elapsed());
     response
-}
-
-fn json(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 #[cfg(test)]

@@ -5,12 +5,13 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use ops::{Lifecycle, Phase};
+use ops::{Lifecycle, Phase, serve};
 use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
     Config,
     balancer::{Balancer, Settings},
+    limits,
     metrics::ApiMetrics,
     resolve::{Resolve, SystemResolver},
     routes::{AppState, router},
@@ -19,7 +20,7 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
-    Bind(#[from] ops::http::BindError),
+    Bind(#[from] serve::BindError),
 }
 
 /// An api process with its ports bound.
@@ -42,8 +43,8 @@ impl Server {
         config: Config,
         resolver: Arc<dyn Resolve>,
     ) -> Result<Self, ServerError> {
-        let (public, public_addr) = ops::http::bind(config.listen).await?;
-        let (admin, admin_addr) = ops::http::bind(config.admin_listen).await?;
+        let (public, public_addr) = serve::bind(config.listen, limits::SOCKET_BUFFERS)?;
+        let (admin, admin_addr) = serve::bind(config.admin_listen, limits::ADMIN_SOCKET_BUFFERS)?;
         Ok(Self {
             config,
             resolver,
@@ -89,26 +90,25 @@ impl Server {
             metrics: metrics.clone(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
         };
+        config.budget.log("api");
         tracing::info!(
             addr = %self.public_addr,
             admin_addr = %self.admin_addr,
             gcd = ?config.gcd.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            max_connections = config.http.max_connections,
+            max_in_flight = config.max_in_flight,
             "api listening"
         );
-        let public = ops::http::serve(
+        let public = serve::http1::serve(
             self.public,
             router(state),
-            ops::http::Limits {
-                max_connections: config.max_connections,
-                header_read_timeout: config.header_read_timeout,
-                ..ops::http::Limits::default()
-            },
+            config.http,
             lifecycle.reached(Phase::Stopping),
         );
-        let admin = ops::http::serve(
+        let admin = serve::http1::serve(
             self.admin,
             ops::admin::router(lifecycle.clone(), metrics),
-            ops::http::Limits::default(),
+            ops::admin::LIMITS,
             lifecycle.reached(Phase::Stopping),
         );
         lifecycle

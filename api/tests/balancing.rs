@@ -229,13 +229,16 @@ fn replicas_that_appear_or_vanish_are_picked_up_without_restart() {
     let resolver = Arc::new(ScriptedResolver::default());
     resolver.answer(&[replicas[0].addr]);
 
-    let config = Config::from_args(Args {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
-        gcd: Some("gcd-service:3000".into()),
-        resolve_interval_ms: Some(50),
-        ..Args::default()
-    })
+    let config = Config::from_args(
+        Args {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+            gcd: Some("gcd-service:3000".into()),
+            resolve_interval_ms: Some(50),
+            ..Args::default()
+        },
+        1 << 20,
+    )
     .unwrap();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();

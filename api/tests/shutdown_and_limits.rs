@@ -117,23 +117,203 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
 }
 
 #[test]
-fn bad_configuration_is_a_clear_start_up_error() {
-    for (args, complaint) in [
-        (&["--gcd", "no-port"][..], "not host:port"),
-        (&["--max-in-flight", "0"][..], "must be greater than zero"),
-        (&["--listen", "nonsense"][..], "--listen"),
+fn bad_configuration_exits_2_with_a_clear_message() {
+    let huge = "18446744073709551615";
+    for (args, env, complaint) in [
+        (&["--gcd", "no-port"][..], &[][..], "not host:port"),
+        (&["--gcd", "[::1:3000"], &[], "not host:port"),
+        (&["--gcd", "gcd service:3000"], &[], "not host:port"),
+        (&["--max-in-flight", "0"], &[], "between 1 and 65536"),
+        (&["--max-in-flight", huge], &[], "between 1 and 65536"),
+        (&["--worker-threads", huge], &[], "between 0 and 64"),
+        (&["--worker-threads", "100000"], &[], "between 0 and 64"),
+        (
+            &[],
+            &[("API_WORKER_THREADS", "100000")],
+            "API_WORKER_THREADS",
+        ),
+        (&["--deadline-ms", "0"], &[], "--deadline-ms"),
+        (
+            &["--max-in-flight", "99999999999999999999999"],
+            &[],
+            "--max-in-flight",
+        ),
+        (&["--listen", "nonsense"], &[], "--listen"),
+        (&["--memory-limit", "1Mi"], &[], "too small"),
+        (&["--memory-limit", "lots"], &[], "not a byte count"),
+        (
+            &["--memory-limit", "16Mi", "--max-connections", "500"],
+            &[],
+            "more than 75% of the memory limit",
+        ),
     ] {
-        let output = std::process::Command::new(testkit::process::binary("api"))
-            .args(args)
-            .env_clear()
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(!output.status.success(), "{args:?} started");
-        assert!(text.contains(complaint), "{args:?}: {text}");
+        let (code, text) = testkit::process::run_to_exit("api", args, env);
+        assert_eq!(code, Some(2), "{args:?} {env:?}: {text}");
+        assert!(text.contains(complaint), "{args:?} {env:?}: {text}");
     }
+}
+
+#[test]
+fn check_config_prints_the_budget_for_the_memory_limit() {
+    let (code, text) =
+        testkit::process::run_to_exit("api", &["--check-config", "--memory-limit", "64Mi"], &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("public connections"), "{text}");
+    assert!(text.contains("memory limit 64.0 MiB"), "{text}");
+    let (code, text) = testkit::process::run_to_exit(
+        "api",
+        &["--check-config"],
+        &[("API_MEMORY_LIMIT", "64Mi"), ("API_MAX_IN_FLIGHT", "256")],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("| requests in flight | 256 |"), "{text}");
+}
+
+/// Sends raw bytes on a new connection, then reads until the server closes
+/// it (or 20 s pass).
+fn exchange(addr: std::net::SocketAddr, bytes: &[u8], half_close: bool) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(bytes).unwrap();
+    if half_close {
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_request_followed_by_a_half_close_is_answered() {
+    let gcd = Service::gcd(None, &[]);
+    let api = Service::api(&gcd.addr.to_string(), &[]);
+    for _ in 0..10 {
+        let answer = exchange(
+            api.addr,
+            b"GET /gcd/12/18 HTTP/1.1\r\nHost: pi\r\n\r\n",
+            true,
+        );
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with(r#"{"result":"6"}"#), "{answer}");
+    }
+}
+
+#[test]
+fn hypers_own_rejections_carry_our_json() {
+    let gcd = Service::gcd(None, &[]);
+    let api = Service::api(&gcd.addr.to_string(), &[]);
+    let big_header = format!(
+        "GET /gcd/1/2 HTTP/1.1\r\nHost: pi\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let long_line = format!(
+        "GET /gcd/{}/2 HTTP/1.1\r\nHost: pi\r\n\r\n",
+        "1".repeat(20_000)
+    );
+    for (request, status, body) in [
+        (
+            big_header.as_bytes(),
+            "431",
+            r#"{"error":"Request header fields too large"}"#,
+        ),
+        (long_line.as_bytes(), "414", r#"{"error":"URI too long"}"#),
+        (
+            b"GET /gcd/1/2 HTTP/1.1 x\r\nHost: pi\r\n\r\n".as_slice(),
+            "400",
+            r#"{"error":"Bad request"}"#,
+        ),
+        (
+            b"GET /gcd/1/2 HTTP/1.1\r\n\r\n".as_slice(),
+            "400",
+            r#"{"error":"Bad request: exactly one valid Host header is required"}"#,
+        ),
+    ] {
+        let answer = exchange(api.addr, request, false);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{answer}"
+        );
+        assert!(
+            answer.contains("content-type: application/json\r\n"),
+            "{answer}"
+        );
+        assert!(answer.ends_with(body), "{answer}");
+    }
+}
+
+#[test]
+fn a_new_client_is_served_when_every_slot_is_held() {
+    let gcd = Service::gcd(None, &[]);
+    let api = Service::api(&gcd.addr.to_string(), &["--max-connections", "4"]);
+    let silent: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(api.addr).unwrap())
+        .collect();
+    // The port is full of clients that sent nothing: the oldest makes room.
+    let started = std::time::Instant::now();
+    assert_eq!(get(api.addr, "/gcd/12/18").status, 200);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let evicted = silent.iter().filter(|s| closed_by_server(s)).count();
+    assert!(evicted >= 1, "no silent connection made room");
+}
+
+/// Whether the server has closed `stream`: a read returns end of file or
+/// an error, not a timeout.
+fn closed_by_server(mut stream: &TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    match stream.read(&mut [0; 16]) {
+        Ok(n) => n == 0,
+        Err(err) => !matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed_and_old_ones_retired() {
+    let gcd = Service::gcd(None, &[]);
+    let api = Service::api(
+        &gcd.addr.to_string(),
+        &[
+            "--header-read-timeout-ms",
+            "300",
+            "--max-connection-age-ms",
+            "1000",
+        ],
+    );
+    let request: &[u8] = b"GET /gcd/12/18 HTTP/1.1\r\nHost: pi\r\n\r\n";
+
+    // Idle after one answer: closed at the header read timeout.
+    let mut stream = TcpStream::connect(api.addr).unwrap();
+    stream.write_all(request).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+
+    // Busy for longer than the maximum age: one answer says
+    // `connection: close`, and the connection ends after it.
+    let mut stream = TcpStream::connect(api.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buffer = [0; 4096];
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(10), "never retired");
+        if stream.write_all(request).is_err() {
+            break;
+        }
+        let n = stream.read(&mut buffer).unwrap_or(0);
+        if n == 0 || String::from_utf8_lossy(&buffer[..n]).contains("connection: close") {
+            break;
+        }
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900));
 }

@@ -10,6 +10,7 @@
 
 pub mod compute;
 pub mod config;
+pub mod limits;
 pub mod server;
 pub mod service;
 

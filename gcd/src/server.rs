@@ -6,27 +6,26 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use gcd_proto::gcd_service_server::GcdServiceServer;
-use ops::{Lifecycle, Phase};
+use ops::{Lifecycle, Phase, serve};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::{
-    Config,
+    Config, limits,
     service::{Gcd, GcdMetrics},
 };
 
-/// A `GCDRequest` is at most 22 bytes; anything near this is not ours.
-const MAX_MESSAGE_BYTES: usize = 1024;
+/// A `GCDRequest` is at most 22 bytes, and health and reflection requests
+/// carry a service or symbol name; anything near this is not ours. The
+/// same limit on every service, so no method buffers more for a client.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
-    Bind(#[from] ops::http::BindError),
+    Bind(#[from] serve::BindError),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    #[error("gRPC server failed: {0}")]
-    Grpc(#[from] tonic::transport::Error),
 }
 
 /// A gcd process with its ports bound.
@@ -40,8 +39,8 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
-        let (grpc, grpc_addr) = ops::http::bind(config.listen).await?;
-        let (admin, admin_addr) = ops::http::bind(config.admin_listen).await?;
+        let (grpc, grpc_addr) = serve::bind(config.listen, limits::SOCKET_BUFFERS)?;
+        let (admin, admin_addr) = serve::bind(config.admin_listen, limits::ADMIN_SOCKET_BUFFERS)?;
         Ok(Self {
             config,
             grpc,
@@ -65,13 +64,23 @@ impl Server {
         let metrics = Arc::new(GcdMetrics::default());
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<GcdServiceServer<Gcd>>().await;
+        let health_service = health_service
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(gcd_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+            .build_v1()?
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let compute = GcdServiceServer::new(Gcd::new(metrics.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut routes = tonic::service::Routes::builder();
+        routes
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(compute);
+        let routes = routes.routes().prepare();
 
         // Probes and clients see NOT_SERVING as soon as draining starts.
         let draining = lifecycle.clone();
@@ -83,35 +92,32 @@ impl Server {
             health.set_not_serving::<GcdServiceServer<Gcd>>().await;
         });
 
+        self.config.budget.log("gcd");
         tracing::info!(
             addr = %self.grpc_addr,
             admin_addr = %self.admin_addr,
+            max_connections = self.config.grpc.max_connections,
+            max_calls = self.config.grpc.max_calls,
             "gcd listening"
         );
-        let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
-        let grpc = tonic::transport::Server::builder()
-            .max_concurrent_streams(self.config.max_concurrent_streams)
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(compute)
-            .serve_with_incoming_shutdown(incoming, lifecycle.reached(Phase::Stopping));
-        let admin = ops::http::serve(
-            self.admin,
-            ops::admin::router(lifecycle.clone(), metrics),
-            ops::http::Limits::default(),
+        let grpc = serve::grpc::serve(
+            self.grpc,
+            routes,
+            self.config.grpc,
             lifecycle.reached(Phase::Stopping),
         );
-
-        let served = lifecycle
+        let admin = serve::http1::serve(
+            self.admin,
+            ops::admin::router(lifecycle.clone(), metrics),
+            ops::admin::LIMITS,
+            lifecycle.reached(Phase::Stopping),
+        );
+        lifecycle
             .drain(
-                async { tokio::join!(grpc, admin).0 },
+                async { tokio::join!(grpc, admin) },
                 self.config.process.drain_timeout,
             )
             .await;
-        match served {
-            Some(result) => result.map_err(ServerError::from),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }

@@ -134,7 +134,107 @@ fn oversized_messages_are_rejected() {
         assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
         // The connection is still usable.
         assert_eq!(compute(&channel, 12, 18).await.unwrap(), 6);
+
+        // Health and reflection have the same limit.
+        let long_name = "x".repeat(4096);
+        let status = health(&channel, &long_name).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(long_name)),
+        };
+        let mut replies = ServerReflectionClient::new(channel.clone())
+            .server_reflection_info(tokio_stream::once(request))
+            .await
+            .unwrap()
+            .into_inner();
+        // tonic's reflection service ends the stream without a reply (or
+        // an error) when a request cannot be decoded.
+        let reply = replies.message().await;
+        assert!(matches!(reply, Ok(None) | Err(_)), "{reply:?}");
+        assert_eq!(compute(&channel, 12, 18).await.unwrap(), 6);
     });
+}
+
+#[test]
+fn a_call_whose_client_stalls_ends_at_the_call_timeout() {
+    let gcd = Service::gcd(None, &["--call-timeout-ms", "300"]);
+    runtime().block_on(async {
+        let channel = channel(&gcd).await;
+        // A reflection stream whose requests never come.
+        let started = std::time::Instant::now();
+        let never = tokio_stream::pending::<ServerReflectionRequest>();
+        let outcome = async {
+            let mut replies = ServerReflectionClient::new(channel.clone())
+                .server_reflection_info(never)
+                .await?
+                .into_inner();
+            replies.message().await
+        }
+        .await;
+        let status = outcome.expect_err("the stalled call ended with an error");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+        // Our answer, or the connection dropped for stalling.
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::DeadlineExceeded | tonic::Code::Unavailable | tonic::Code::Unknown
+            ),
+            "{status:?}"
+        );
+    });
+    // Other clients are unaffected.
+    runtime().block_on(async {
+        let channel = channel(&gcd).await;
+        assert_eq!(compute(&channel, 12, 18).await.unwrap(), 6);
+    });
+}
+
+#[test]
+fn a_connection_that_never_calls_is_dropped() {
+    use std::io::Read;
+    let gcd = Service::gcd(None, &["--handshake-timeout-ms", "200"]);
+    let mut silent = std::net::TcpStream::connect(gcd.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut sink = Vec::new();
+    // The server's SETTINGS, then end of file: not a read timeout.
+    silent.read_to_end(&mut sink).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn bad_configuration_exits_2_with_a_clear_message() {
+    for (args, env, complaint) in [
+        (
+            &["--max-concurrent-streams", "0"][..],
+            &[][..],
+            "between 1 and 1024",
+        ),
+        (&["--worker-threads", "100000"], &[], "between 0 and 64"),
+        (&[], &[("GCD_CALL_TIMEOUT_MS", "5")], "GCD_CALL_TIMEOUT_MS"),
+        (
+            &["--max-connections", "99999999999"],
+            &[],
+            "between 1 and 65536",
+        ),
+        (&["--memory-limit", "2Mi"], &[], "too small"),
+        (&["--nonsense"], &[], "Unrecognized argument"),
+    ] {
+        let (code, text) = testkit::process::run_to_exit("gcd", args, env);
+        assert_eq!(code, Some(2), "{args:?} {env:?}: {text}");
+        assert!(text.contains(complaint), "{args:?} {env:?}: {text}");
+    }
+    let (code, text) =
+        testkit::process::run_to_exit("gcd", &["--check-config", "--memory-limit", "32Mi"], &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("gRPC connections"), "{text}");
 }
 
 #[test]

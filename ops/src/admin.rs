@@ -1,7 +1,12 @@
 //! The admin port: liveness, readiness and Prometheus metrics, kept off the
 //! public port so the NodePort never publishes them.
+//!
+//! Its only clients are the kubelet's probes (a new connection each) and a
+//! Prometheus scraper, so its caps are small and fixed ([`LIMITS`]) and a
+//! client that holds admin connections cannot take memory from the service
+//! port, or its slots.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -11,7 +16,19 @@ use axum::{
     routing::get,
 };
 
-use crate::{Lifecycle, metrics::Exposition};
+use crate::{Lifecycle, metrics::Exposition, serve::http1};
+
+/// Bounds of an admin port: a few connections, short timeouts, small heads.
+pub const LIMITS: http1::Limits = http1::Limits {
+    max_connections: 16,
+    header_read_timeout: Duration::from_secs(2),
+    write_timeout: Duration::from_secs(2),
+    max_connection_age: Duration::from_secs(60),
+    handler_timeout: Duration::from_secs(1),
+    // hyper's smallest read buffer; a probe's head is under 200 bytes.
+    max_head_bytes: 8 * 1024,
+    max_target_bytes: 1024,
+};
 
 /// Something that can write its metrics in Prometheus text format.
 pub trait Metrics: Send + Sync + 'static {
@@ -31,6 +48,10 @@ pub fn router(lifecycle: Lifecycle, metrics: Arc<dyn Metrics>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .fallback(|| async { http1::json_error(StatusCode::NOT_FOUND, "Not found") })
+        .method_not_allowed_fallback(|| async {
+            http1::json_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+        })
         .with_state(AdminState { lifecycle, metrics })
 }
 

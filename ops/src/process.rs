@@ -7,8 +7,15 @@ use std::{fmt::Display, future::Future, process::ExitCode, time::Duration};
 
 use crate::{
     ConfigError, Lifecycle,
-    config::{flag_or_env, millis_flag_or_env},
+    config::{ranged, ranged_millis},
 };
+
+/// Most Tokio worker threads a process may be told to start: more than a
+/// Pi has cores many times over, far below what would exhaust memory.
+pub const MAX_WORKER_THREADS: usize = 64;
+/// Longest shutdown delay or drain timeout: Kubernetes' grace period is
+/// usually 30 s, and nothing here needs minutes.
+pub const MAX_SHUTDOWN_MS: u64 = 300_000;
 
 /// How a process starts and stops; both binaries take the same flags for
 /// it, with their own environment prefix.
@@ -34,20 +41,30 @@ impl ProcessConfig {
         worker_threads: Option<usize>,
     ) -> Result<Self, ConfigError> {
         Ok(Self {
-            shutdown_delay: millis_flag_or_env(
+            shutdown_delay: ranged_millis(
+                "--shutdown-delay-ms",
                 shutdown_delay_ms,
                 &format!("{prefix}_SHUTDOWN_DELAY_MS"),
                 Duration::from_secs(5),
+                0..=MAX_SHUTDOWN_MS,
             )?,
-            drain_timeout: millis_flag_or_env(
+            drain_timeout: ranged_millis(
+                "--drain-timeout-ms",
                 drain_timeout_ms,
                 &format!("{prefix}_DRAIN_TIMEOUT_MS"),
                 Duration::from_secs(15),
+                0..=MAX_SHUTDOWN_MS,
             )?,
             // One thread by default: measured on 2 cores (results/bench.md),
             // it costs ~40% less CPU per request than a worker per core,
             // and a pod limited to one CPU or less cannot use more anyway.
-            worker_threads: flag_or_env(worker_threads, &format!("{prefix}_WORKER_THREADS"), 1)?,
+            worker_threads: ranged(
+                "--worker-threads",
+                worker_threads,
+                &format!("{prefix}_WORKER_THREADS"),
+                1,
+                0..=MAX_WORKER_THREADS,
+            )?,
         })
     }
 }
@@ -56,6 +73,13 @@ impl ProcessConfig {
 pub fn invalid_config(err: &ConfigError) -> ExitCode {
     tracing::error!("{err}");
     ExitCode::from(2)
+}
+
+/// For `--check-config`: prints the budget; the configuration was valid
+/// (it got this far), so exit 0.
+pub fn report_budget(name: &str, budget: &crate::budget::Budget) -> ExitCode {
+    println!("{name}: configuration is valid; memory budget:\n{budget}");
+    ExitCode::SUCCESS
 }
 
 /// Runs `service` on a Tokio runtime until it returns, with
@@ -72,6 +96,8 @@ where
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
+        // 0: one per core, which Tokio reads from the CPUs this process
+        // may run on.
         if process.worker_threads > 0 {
             builder.worker_threads(process.worker_threads);
         }

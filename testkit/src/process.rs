@@ -149,6 +149,25 @@ impl Drop for Service {
     }
 }
 
+/// Runs `name` with `args` and `env` (nothing else in its environment)
+/// until it exits, for flags that exit at once (`--help`,
+/// `--check-config`, bad configuration); returns its exit code and
+/// everything it printed.
+pub fn run_to_exit(name: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = Command::new(binary(name))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {name}: {err}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
 /// The value of the sample named exactly `series` (name plus labels, as
 /// written) in a Prometheus text document.
 pub fn metric_value(text: &str, series: &str) -> Option<u64> {

@@ -1,5 +1,5 @@
-//! `http-ceiling`: the api's HTTP stack (the same accept loop, limits and
-//! router type) answering `GET /gcd/{a}/{b}` with a fixed body, with no gRPC
+//! `http-ceiling`: the api's HTTP stack (the same accept loop, socket
+//! buffers, default limits and router type) answering `GET /gcd/{a}/{b}` with a fixed body, with no gRPC
 //! hop behind it. wrk against this shows the most this machine can serve, so
 //! the api -> gcd figures can be read against it.
 
@@ -7,7 +7,7 @@ use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use argh::FromArgs;
 use axum::{Router, http::header, routing::get};
-use ops::Phase;
+use ops::{Phase, serve};
 
 /// Fixed-answer HTTP responder on the api's HTTP stack, for measuring this
 /// machine's ceiling: GET /gcd/{a}/{b} always answers {"result":"6"}.
@@ -33,7 +33,11 @@ fn main() -> ExitCode {
             worker_threads: args.worker_threads,
         },
         |lifecycle| async move {
-            let (listener, addr) = ops::http::bind(args.listen).await?;
+            // The api's public port with its defaults (no memory limit).
+            let api = api::Config::from_args(api::config::Args::default(), u64::MAX)
+                .map_err(|err| err.to_string())?;
+            let (listener, addr) = serve::bind(args.listen, api::limits::SOCKET_BUFFERS)
+                .map_err(|err| err.to_string())?;
             tracing::info!(addr = %addr, "http-ceiling listening");
             let router = Router::new().route(
                 "/gcd/{*operands}",
@@ -44,14 +48,14 @@ fn main() -> ExitCode {
                     )
                 }),
             );
-            ops::http::serve(
+            serve::http1::serve(
                 listener,
                 router,
-                ops::http::Limits::default(),
+                api.http,
                 lifecycle.reached(Phase::Stopping),
             )
             .await;
-            Ok::<(), ops::http::BindError>(())
+            Ok::<(), String>(())
         },
     )
 }

@@ -1,0 +1,169 @@
+//! What one gcd process may hold, and the caps that keep it inside its
+//! memory limit however its clients behave.
+//!
+//! The sizes are worst cases measured with hostile clients (the
+//! `hostile` system tests and `results/hostile.md`), rounded up; the table
+//! in `docs/memory-budget.md` breaks each one down. [`plan`] turns them
+//! into the connection and call caps the flags did not set.
+
+use std::time::Duration;
+
+use ops::{
+    ConfigError,
+    budget::{Budget, MemoryLimit},
+    serve::SocketBuffers,
+};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+/// Code, runtime, allocator and the services' fixed state.
+pub const BASELINE: u64 = 6 * MIB;
+/// One gRPC connection at its worst: h2's frame buffers, a partial header
+/// block, the HPACK table, a connection window of unread data, and the
+/// task (measured: 74 KiB with a call open).
+pub const CONNECTION: u64 = 96 * KIB;
+/// One call at its worst: request headers up to the header-list limit
+/// sent as literals, tonic's decode buffer, a message, its task and its
+/// response (measured: 28 KiB for a reflection stream).
+pub const CALL: u64 = 32 * KIB;
+/// One admin connection (an 8 KiB request head at most).
+pub const ADMIN_CONNECTION: u64 = 24 * KIB;
+
+/// Kernel buffers of each gRPC connection: plenty for the api's small
+/// multiplexed calls, and a bound on what a client can park in the kernel.
+pub const SOCKET_BUFFERS: SocketBuffers = SocketBuffers {
+    receive: 16 * 1024,
+    send: 16 * 1024,
+};
+/// Kernel buffers of each admin connection: one small request, one reply.
+pub const ADMIN_SOCKET_BUFFERS: SocketBuffers = SocketBuffers {
+    receive: 4 * 1024,
+    send: 4 * 1024,
+};
+
+/// Caps when no memory limit is known (outside a container).
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
+pub const DEFAULT_MAX_CALLS: u64 = 1024;
+/// Below these the process would be of little use: a smaller memory limit
+/// is a configuration error.
+const MIN_CONNECTIONS: u64 = 8;
+const MIN_CALLS: u64 = 64;
+/// File descriptors kept for everything but client connections.
+const RESERVED_FILES: u64 = 64;
+
+/// Keep-alive PINGs on idle-looking connections; a peer that does not
+/// answer within the timeout is gone.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Streams meant to stay open: health `Watch` reports changes for as long
+/// as the client listens. Its request must still arrive within the call
+/// timeout, and its memory is a call's.
+pub const LONG_LIVED_METHODS: &[&str] = &["/grpc.health.v1.Health/Watch"];
+
+/// The caps in force, and the budget they add up to.
+#[derive(Debug, Clone)]
+pub struct Caps {
+    pub max_connections: usize,
+    pub max_calls: usize,
+    pub budget: Budget,
+}
+
+/// Caps for `limit`: explicit ones as given (an error if they do not fit),
+/// the others as large as fit, calls taking half of what the fixed parts
+/// leave and connections the rest, never above the defaults, and never
+/// more connections than `open_files` allows.
+pub fn plan(
+    limit: Option<MemoryLimit>,
+    connections: Option<usize>,
+    calls: Option<usize>,
+    open_files: u64,
+) -> Result<Caps, ConfigError> {
+    let admin_connections = ops::admin::LIMITS.max_connections as u64;
+    let file_room = open_files.saturating_sub(admin_connections + RESERVED_FILES);
+    if let Some(connections) = connections
+        && connections as u64 > file_room
+    {
+        return Err(ConfigError::Invalid {
+            name: "--max-connections (GCD_MAX_CONNECTIONS)".into(),
+            reason: format!(
+                "{connections} connections need more file descriptors than the open-file \
+                 limit ({open_files}) leaves ({file_room}); raise `ulimit -n` or lower it"
+            ),
+        });
+    }
+
+    let mut budget = Budget::new(limit);
+    budget.add("process baseline", 1, BASELINE);
+    budget.add(
+        "admin connections",
+        admin_connections,
+        ADMIN_CONNECTION + ADMIN_SOCKET_BUFFERS.worst_case_bytes(),
+    );
+    let max_calls = budget.share(
+        "gRPC calls in flight",
+        calls.map(|c| c as u64),
+        CALL,
+        DEFAULT_MAX_CALLS,
+        MIN_CALLS,
+        2,
+    )?;
+    let max_connections = budget.share(
+        "gRPC connections (with kernel socket buffers)",
+        connections.map(|c| c as u64),
+        CONNECTION + SOCKET_BUFFERS.worst_case_bytes(),
+        DEFAULT_MAX_CONNECTIONS.min(file_room),
+        MIN_CONNECTIONS,
+        1,
+    )?;
+    budget.ensure_fits()?;
+    Ok(Caps {
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        max_calls: usize::try_from(max_calls).unwrap_or(usize::MAX),
+        budget,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use ops::budget::LimitSource;
+
+    use super::*;
+
+    fn limit(bytes: u64) -> Option<MemoryLimit> {
+        Some(MemoryLimit {
+            bytes,
+            source: LimitSource::Flag,
+        })
+    }
+
+    #[test]
+    fn the_manifest_limit_gives_caps_that_fit() {
+        let caps = plan(limit(32 * MIB), None, None, 1 << 20).unwrap();
+        assert!(caps.budget.total() <= 24 * MIB, "{}", caps.budget);
+        assert!(caps.max_connections >= 32, "{}", caps.budget);
+        assert!(caps.max_calls >= 256, "{}", caps.budget);
+    }
+
+    #[test]
+    fn no_limit_keeps_the_defaults() {
+        let caps = plan(None, None, None, 1 << 20).unwrap();
+        assert_eq!(caps.max_connections, 1024);
+        assert_eq!(caps.max_calls, 1024);
+    }
+
+    #[test]
+    fn explicit_caps_that_do_not_fit_are_refused() {
+        let err = plan(limit(32 * MIB), Some(5000), None, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("memory limit"), "{err}");
+        let err = plan(None, Some(5000), None, 1024).unwrap_err();
+        assert!(err.to_string().contains("open-file limit"), "{err}");
+    }
+
+    #[test]
+    fn the_open_file_limit_caps_derived_connections() {
+        let caps = plan(None, None, None, 1024).unwrap();
+        assert_eq!(caps.max_connections, 1024 - 16 - 64);
+    }
+}

@@ -1,0 +1,293 @@
+//! Serves an axum router over HTTP/1.1, one request at a time per
+//! connection, with the bounds a public port needs.
+//!
+//! hyper reads one request head (at most `max_head_bytes`) and answers it
+//! before reading the next, so a connection holds one head and one response
+//! at most. Around that:
+//!
+//! - the head must arrive within `header_read_timeout`, counted from the
+//!   moment hyper waits for it, so the same bound is the keep-alive idle
+//!   timeout;
+//! - a response that the client does not read within `write_timeout` ends
+//!   the connection ([`GuardedIo`]);
+//! - a connection older than `max_connection_age` is told to close after its
+//!   current response (`Connection: close`), so no client keeps a slot, or
+//!   one replica of a load-balanced Service, for ever;
+//! - a client may half-close after its request (`shutdown(SHUT_WR)`, as
+//!   `nc -N` does) and still gets its answer;
+//! - requests that break HTTP/1.1 framing rules hyper leaves to us are
+//!   refused with a JSON 400 or 414 before any handler runs: not exactly one
+//!   `Host` (RFC 9112, section 3.2) and request targets longer than
+//!   `max_target_bytes`, whatever their form.
+
+use std::{
+    convert::Infallible,
+    future::{Ready, ready},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::Body,
+    http::{HeaderValue, Request, Response, StatusCode, Version, header},
+};
+use hyper::{body::Incoming, server::conn::http1};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tower::{ServiceExt, util::Oneshot};
+
+use std::sync::Arc;
+
+use super::{Activity, InFlight, Slot, accept_loop, io::GuardedIo};
+
+/// Bounds of one HTTP/1 port.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// For a request head, counted from when hyper waits for it: also the
+    /// keep-alive idle timeout.
+    pub header_read_timeout: Duration,
+    /// For a response the client does not read.
+    pub write_timeout: Duration,
+    /// After this, a connection closes after its current response.
+    pub max_connection_age: Duration,
+    /// Longest a handler may take: with the other timeouts, bounds how long
+    /// a connection told to close may still need.
+    pub handler_timeout: Duration,
+    /// hyper's read buffer, which bounds the request line plus headers
+    /// (8 KiB at least).
+    pub max_head_bytes: usize,
+    /// Longest request target (path and query, or the whole absolute URI).
+    pub max_target_bytes: usize,
+}
+
+impl Limits {
+    /// The most a connection can still take once told to close: a head
+    /// being read, its handler, and writing its response.
+    pub fn close_grace(&self) -> Duration {
+        self.header_read_timeout + self.handler_timeout + self.write_timeout
+    }
+
+    /// The longest a client that stalls (sends nothing, a partial head, or
+    /// reads nothing) holds its slot.
+    pub fn stall_bound(&self) -> Duration {
+        self.header_read_timeout
+            .max(self.handler_timeout + self.write_timeout)
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets
+/// in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_head_bytes.max(8192))
+        .half_close(true)
+        .keep_alive(true);
+    accept_loop(
+        listener,
+        limits.max_connections,
+        shutdown,
+        move |stream, slot| {
+            let io = GuardedIo::http1(stream, limits.write_timeout);
+            let service = Http1Service {
+                router: router.clone(),
+                max_target_bytes: limits.max_target_bytes,
+                activity: slot.activity.clone(),
+            };
+            let connection = http.serve_connection(TokioIo::new(io), service);
+            drive(connection, limits, slot)
+        },
+    )
+    .await;
+}
+
+async fn drive(
+    connection: http1::Connection<TokioIo<GuardedIo>, Http1Service>,
+    limits: Limits,
+    mut slot: Slot,
+) {
+    tokio::pin!(connection);
+    let closing = tokio::select! {
+        result = &mut connection => return log_end(result),
+        () = slot.activity.evicted() => {
+            return tracing::debug!("connection evicted for a new one");
+        }
+        () = slot.stopping.wait() => "server stopping",
+        () = tokio::time::sleep(limits.max_connection_age) => "max connection age",
+    };
+    tracing::trace!(
+        reason = closing,
+        "closing connection after its current request"
+    );
+    connection.as_mut().graceful_shutdown();
+    tokio::select! {
+        result = tokio::time::timeout(limits.close_grace(), connection) => match result {
+            Ok(result) => log_end(result),
+            Err(_) => tracing::debug!("connection did not close in time; dropped"),
+        },
+        () = slot.activity.evicted() => tracing::debug!("closing connection evicted for a new one"),
+    }
+}
+
+fn log_end(result: Result<(), hyper::Error>) {
+    if let Err(err) = result {
+        tracing::debug!(error = %err, "connection ended with an error");
+    }
+}
+
+/// The router, behind the checks of framing rules that hyper leaves to
+/// the application, recording each request in the connection's activity.
+struct Http1Service {
+    router: Router,
+    max_target_bytes: usize,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Http1Service {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Http1Call;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        match refusal(&request, self.max_target_bytes) {
+            Some(response) => Http1Call::Refused {
+                response: ready(Ok(response)),
+            },
+            None => Http1Call::Routed {
+                in_flight: self.activity.start(),
+                call: self.router.clone().oneshot(request),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A refusal answered at once, or the router's answer.
+    #[project = Http1CallProjection]
+    enum Http1Call {
+        Refused { #[pin] response: Ready<Result<Response<Body>, Infallible>> },
+        Routed { in_flight: InFlight, #[pin] call: Oneshot<Router, Request<Incoming>> },
+    }
+}
+
+impl std::future::Future for Http1Call {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.project() {
+            Http1CallProjection::Refused { response } => response.poll(cx),
+            Http1CallProjection::Routed { call, .. } => call.poll(cx),
+        }
+    }
+}
+
+/// A 400 or 414 for a request whose framing we refuse, else `None`.
+fn refusal<B>(request: &Request<B>, max_target_bytes: usize) -> Option<Response<Body>> {
+    let uri = request.uri();
+    let target_bytes = uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+        + uri.scheme_str().map_or(0, |s| s.len() + "://".len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    if target_bytes > max_target_bytes {
+        return Some(json_error(StatusCode::URI_TOO_LONG, "URI too long"));
+    }
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let host_ok = match (hosts.next(), hosts.next()) {
+        (Some(host), None) => valid_host(host),
+        (None, _) => request.version() < Version::HTTP_11,
+        (Some(_), Some(_)) => false,
+    };
+    if !host_ok {
+        return Some(json_error(
+            StatusCode::BAD_REQUEST,
+            "Bad request: exactly one valid Host header is required",
+        ));
+    }
+    None
+}
+
+/// Empty (allowed when the target has no authority) or `host[:port]`.
+fn valid_host(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    bytes.is_empty()
+        || (!bytes.contains(&b'@') && axum::http::uri::Authority::try_from(bytes).is_ok())
+}
+
+/// A response with a JSON body and its content type.
+pub fn json(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `{"error":"<message>"}` with `status`. `message` must need no JSON
+/// escaping: every one we send is a fixed text.
+pub fn json_error(status: StatusCode, message: &str) -> Response<Body> {
+    json(status, format!("{{\"error\":\"{message}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(target: &str, version: Version, hosts: &[&str]) -> Request<()> {
+        let mut builder = Request::get(target).version(version);
+        for host in hosts {
+            builder = builder.header(header::HOST, *host);
+        }
+        builder.body(()).unwrap()
+    }
+
+    fn status(request: &Request<()>) -> Option<StatusCode> {
+        refusal(request, 1024).map(|r| r.status())
+    }
+
+    #[test]
+    fn http_1_1_needs_exactly_one_valid_host() {
+        let v11 = Version::HTTP_11;
+        assert_eq!(status(&request("/gcd/1/2", v11, &["pi:30080"])), None);
+        assert_eq!(status(&request("/gcd/1/2", v11, &[""])), None);
+        assert_eq!(status(&request("/gcd/1/2", v11, &["[::1]:8080"])), None);
+        for hosts in [&[][..], &["a", "b"][..], &["a b"][..], &["user@host"][..]] {
+            assert_eq!(
+                status(&request("/gcd/1/2", v11, hosts)),
+                Some(StatusCode::BAD_REQUEST),
+                "{hosts:?}"
+            );
+        }
+        // HTTP/1.0 predates Host.
+        assert_eq!(status(&request("/gcd/1/2", Version::HTTP_10, &[])), None);
+    }
+
+    #[test]
+    fn long_targets_are_414_in_every_form() {
+        let v11 = Version::HTTP_11;
+        let long_path = format!("/gcd/{}/1", "1".repeat(1100));
+        assert_eq!(
+            status(&request(&long_path, v11, &["x"])),
+            Some(StatusCode::URI_TOO_LONG)
+        );
+        let long_authority = format!("http://{}.example/gcd/1/2", "a".repeat(1100));
+        assert_eq!(
+            status(&request(&long_authority, v11, &["x"])),
+            Some(StatusCode::URI_TOO_LONG)
+        );
+        assert_eq!(
+            status(&request("http://pi:30080/gcd/1/2", v11, &["pi"])),
+            None
+        );
+    }
+}

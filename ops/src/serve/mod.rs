@@ -1,0 +1,451 @@
+//! Every listening port of both binaries, with every resource a client can
+//! make us hold bounded by construction.
+//!
+//! A client is anything that can open a TCP connection: many at once, slow,
+//! silent, or sending bytes no real client sends. Whatever it does, a port
+//! holds at most:
+//!
+//! - `max_connections` open connections. A port never stops accepting: at
+//!   the cap, a new connection takes the place of the least useful one
+//!   ([`Slots`]): one that has not sent a request yet, else one with nothing
+//!   in flight, the least recently active first. So a new client is served
+//!   at once however many connections others hold, and what it costs is
+//!   the connections that were doing the least;
+//! - small kernel socket buffers per connection ([`SocketBuffers`]), so
+//!   bytes a client sends but we do not read yet, or bytes we send that it
+//!   does not read, stay bounded below the container limit too;
+//! - per connection, what its protocol driver bounds: [`http1`] (one request
+//!   head of bounded size at a time) or [`grpc`] (HTTP/2 streams, windows,
+//!   frames and calls).
+//!
+//! And no connection holds anything for ever without making progress:
+//! every state a client can leave a connection in has a timeout (request
+//! head, keep-alive idle, handshake, idle, call, and a stalled write, which
+//! [`io::GuardedIo`] bounds for both protocols).
+//!
+//! On shutdown the listener closes, each connection finishes what it is
+//! doing (bounded by the same timeouts) and [`accept_loop`] returns when the
+//! last one has gone.
+
+pub mod grpc;
+pub mod http1;
+pub mod io;
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{
+    net::{TcpListener, TcpSocket, TcpStream},
+    sync::{Notify, OwnedSemaphorePermit, Semaphore, watch},
+    time::Instant,
+};
+
+/// A listening socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// Kernel buffer sizes for accepted sockets (the kernel doubles each for
+/// its bookkeeping). Setting them also stops the kernel from growing them
+/// on its own, so they are a bound: the cgroup counts socket memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketBuffers {
+    pub receive: u32,
+    pub send: u32,
+}
+
+impl SocketBuffers {
+    /// Worst-case kernel memory one accepted connection may hold.
+    pub fn worst_case_bytes(&self) -> u64 {
+        2 * (u64::from(self.receive) + u64::from(self.send))
+    }
+}
+
+/// Connections the kernel may hold for us before we accept them. We accept
+/// as fast as they come (see [`Slots`]), so this only absorbs bursts;
+/// connections waiting here are not charged to our memory.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds `addr` (port 0 picks a free port) with `buffers` for every
+/// connection it accepts, and reports the bound address.
+pub fn bind(
+    addr: SocketAddr,
+    buffers: SocketBuffers,
+) -> Result<(TcpListener, SocketAddr), BindError> {
+    let bind_error = |source| BindError { addr, source };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(bind_error)?;
+    // A restarted process can bind while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true).map_err(bind_error)?;
+    // Inherited by every accepted socket (Linux, the BSDs and macOS).
+    socket
+        .set_recv_buffer_size(buffers.receive)
+        .map_err(bind_error)?;
+    socket
+        .set_send_buffer_size(buffers.send)
+        .map_err(bind_error)?;
+    socket.bind(addr).map_err(bind_error)?;
+    let listener = socket.listen(LISTEN_BACKLOG).map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
+}
+
+/// What a connection's driver needs from the port: where to record what
+/// it does (and hear that it must give up its place), and when to stop.
+#[derive(Debug)]
+pub struct Slot {
+    pub activity: Arc<Activity>,
+    pub stopping: Stopping,
+    /// Every connection of the port.
+    pub port: Arc<Slots>,
+}
+
+/// Tells a connection's driver that the server is stopping: finish what is
+/// in flight, then close.
+#[derive(Debug)]
+pub struct Stopping(watch::Receiver<bool>);
+
+impl Stopping {
+    /// Resolves once the server stops accepting.
+    pub async fn wait(&mut self) {
+        // The sender outlives every connection task (see accept_loop), and
+        // if it were gone the server would be stopping anyway.
+        let _ = self.0.wait_for(|stopping| *stopping).await;
+    }
+}
+
+/// One connection's requests (HTTP/1) or calls (gRPC), as far as the port
+/// needs them to choose whom to evict and when a connection is idle.
+#[derive(Debug)]
+pub struct Activity {
+    /// Shared by the port, so times compare across connections.
+    epoch: Instant,
+    /// Milliseconds after `epoch` of the last request start or end, or
+    /// [`Activity::NEVER`].
+    last_active_ms: AtomicU64,
+    in_flight: AtomicUsize,
+    /// Streams meant to stay open (gRPC health `Watch`) once their request
+    /// has arrived: they keep a connection from being idle, but are not
+    /// expected to end.
+    long_lived: AtomicUsize,
+    evict: Notify,
+}
+
+impl Activity {
+    const NEVER: u64 = u64::MAX;
+
+    fn new(epoch: Instant) -> Self {
+        Self {
+            epoch,
+            last_active_ms: AtomicU64::new(Self::NEVER),
+            in_flight: AtomicUsize::new(0),
+            long_lived: AtomicUsize::new(0),
+            evict: Notify::new(),
+        }
+    }
+
+    /// Resolves when a new connection needs this one's place: close now.
+    pub async fn evicted(&self) {
+        self.evict.notified().await;
+    }
+
+    /// A request or call started: returns a guard that records its end.
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+        InFlight {
+            activity: self.clone(),
+            long_lived: false,
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(Self::NEVER - 1);
+        self.last_active_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Whether a request or call has ever started.
+    pub fn ever_active(&self) -> bool {
+        self.last_active_ms.load(Ordering::Relaxed) != Self::NEVER
+    }
+
+    /// Requests or calls in flight, long-lived streams not included.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Nothing open at all, long-lived streams included.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight() == 0 && self.long_lived.load(Ordering::Relaxed) == 0
+    }
+
+    /// When the last request or call started or ended (`None` if none ever
+    /// did).
+    pub fn last_active(&self) -> Option<Instant> {
+        let ms = self.last_active_ms.load(Ordering::Relaxed);
+        (ms != Self::NEVER).then(|| self.epoch + Duration::from_millis(ms))
+    }
+
+    /// Eviction order, lowest first: never used, then idle, then only
+    /// long-lived streams open, then anything; within each, the least
+    /// recently active.
+    fn eviction_rank(&self) -> (u8, u64) {
+        let last = self.last_active_ms.load(Ordering::Relaxed);
+        let class = if last == Self::NEVER {
+            0
+        } else if self.is_idle() {
+            1
+        } else if self.in_flight() == 0 {
+            2
+        } else {
+            3
+        };
+        (class, if last == Self::NEVER { 0 } else { last })
+    }
+}
+
+/// Marks a request or call in flight until dropped.
+#[derive(Debug)]
+pub struct InFlight {
+    activity: Arc<Activity>,
+    long_lived: bool,
+}
+
+impl InFlight {
+    /// The call's request has arrived and it is a stream meant to stay
+    /// open: count it as long-lived from now on.
+    pub fn settle_long_lived(&mut self) {
+        if !self.long_lived {
+            self.long_lived = true;
+            let activity = &self.activity;
+            activity.long_lived.fetch_add(1, Ordering::Relaxed);
+            activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+            activity.touch();
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.activity;
+        activity.touch();
+        if self.long_lived {
+            activity.long_lived.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The connections of one port, so that a new one can take the place of
+/// the least useful one when the port is full.
+#[derive(Debug)]
+pub struct Slots {
+    permits: Arc<Semaphore>,
+    epoch: Instant,
+    open: Mutex<Vec<Option<Arc<Activity>>>>,
+    free: Mutex<Vec<usize>>,
+}
+
+/// A connection's place; gives it back when dropped.
+struct Place {
+    slots: Arc<Slots>,
+    index: usize,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some(entry) = lock(&self.slots.open).get_mut(self.index) {
+            *entry = None;
+        }
+        lock(&self.slots.free).push(self.index);
+    }
+}
+
+impl Slots {
+    fn new(max_connections: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max_connections)),
+            epoch: Instant::now(),
+            open: Mutex::new(Vec::new()),
+            free: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> (Place, Arc<Activity>) {
+        let activity = Arc::new(Activity::new(self.epoch));
+        let mut open = lock(&self.open);
+        let index = match lock(&self.free).pop() {
+            Some(index) => {
+                open[index] = Some(activity.clone());
+                index
+            }
+            None => {
+                open.push(Some(activity.clone()));
+                open.len() - 1
+            }
+        };
+        let place = Place {
+            slots: self.clone(),
+            index,
+            _permit: permit,
+        };
+        (place, activity)
+    }
+
+    /// Tells the least useful connection to close.
+    fn evict_one(&self) {
+        let open = lock(&self.open);
+        let victim = open
+            .iter()
+            .flatten()
+            .min_by_key(|activity| activity.eviction_rank());
+        if let Some(victim) = victim {
+            victim.evict.notify_one();
+        }
+    }
+
+    /// Tells the connection whose requests in flight have gone longest
+    /// without any starting or ending to close, unless that is `except`;
+    /// returns whether there was one. Legitimate requests end within
+    /// moments, so this is a client holding requests open without sending
+    /// them.
+    pub fn evict_stalest_busy(&self, except: &Arc<Activity>) -> bool {
+        let open = lock(&self.open);
+        let victim = open
+            .iter()
+            .flatten()
+            .filter(|activity| activity.in_flight() > 0 && !Arc::ptr_eq(activity, except))
+            .min_by_key(|activity| activity.last_active_ms.load(Ordering::Relaxed));
+        if let Some(victim) = victim {
+            victim.evict.notify_one();
+        }
+        victim.is_some()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Accepts connections until `shutdown` resolves, at most `max_connections`
+/// at a time (at the cap, each new one evicts the least useful), handing
+/// each to `serve_connection`; then closes the listener, tells every
+/// connection to finish, and returns when all have.
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+    mut serve_connection: F,
+) where
+    F: FnMut(TcpStream, Slot) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Slots::new(max_connections));
+    let (stop, stopping) = watch::channel(false);
+
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(err) => {
+                    // Out of file descriptors or similar: back off instead
+                    // of spinning; the connection that failed is the
+                    // kernel's to drop.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let permit = match slots.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Full: make room first, so the port never holds more than
+                // its cap. The evicted connection lets go at once.
+                slots.evict_one();
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    permit = slots.permits.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break, // the semaphore is never closed
+                    },
+                }
+            }
+        };
+        // A failure here only costs latency, never correctness.
+        let _ = stream.set_nodelay(true);
+        let (place, activity) = slots.take(permit);
+        let slot = Slot {
+            activity,
+            stopping: Stopping(stopping.clone()),
+            port: slots.clone(),
+        };
+        let connection = serve_connection(stream, slot);
+        tokio::spawn(async move {
+            connection.await;
+            drop(place);
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    // Every connection holds a permit until it has finished.
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    let _ = slots.permits.acquire_many(all).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_least_useful_connection_is_evicted_first() {
+        let slots = Arc::new(Slots::new(3));
+        let take = || slots.take(slots.permits.clone().try_acquire_owned().unwrap());
+        let (_busy_place, busy) = take();
+        let (_idle_place, idle) = take();
+        let (_silent_place, silent) = take();
+        let _request = busy.start();
+        drop(idle.start());
+        tokio::time::advance(Duration::from_millis(10)).await;
+
+        // Never sent a request: goes first, however new.
+        slots.evict_one();
+        assert!(is_notified(&silent));
+        assert!(!is_notified(&idle) && !is_notified(&busy));
+
+        // Then the one with nothing in flight.
+        drop(_silent_place);
+        slots.evict_one();
+        assert!(is_notified(&idle));
+        assert!(!is_notified(&busy));
+    }
+
+    fn is_notified(activity: &Activity) -> bool {
+        use std::{future::Future, pin::pin, task::Context};
+        let mut notified = pin!(activity.evict.notified());
+        notified
+            .as_mut()
+            .poll(&mut Context::from_waker(std::task::Waker::noop()))
+            .is_ready()
+    }
+}
