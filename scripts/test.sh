@@ -6,9 +6,12 @@
 #   4. scripts/build-arm.sh: the static binaries for armv7, aarch64 and x86_64
 #      and the multi-arch OCI image archives in dist/,
 #   5. pytest tests/system: the manifests (strict schemas and our own
-#      checks), the binaries under qemu, the images under podman, and the
-#      manifests' topology run with the real images.
-# --host-only stops after step 3 and checks only the manifests.
+#      checks, the memory budget of each Deployment), the binaries under
+#      qemu, the images under podman, the manifests' topology run with the
+#      real images, and hostile clients against the shipped binaries and
+#      images (docs/memory-budget.md).
+# --host-only stops after step 3, checks the manifests and runs the
+# hostile clients against a host release build: a few minutes.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -22,7 +25,7 @@ for arg in "$@"; do
     --no-install) install=0 ;;
     --host-only) host_only=1 ;;
     -h | --help)
-      sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) die "unknown argument: $arg (see --help)" ;;
@@ -45,6 +48,9 @@ pytest=("$VENV/bin/python" -m pytest -p no:cacheprovider -q)
 if [ "$host_only" = 1 ]; then
   log "pytest tests/system/test_manifests.py"
   "${pytest[@]}" tests/system/test_manifests.py
+  log "cargo build --release (host), then pytest tests/system/test_hostile.py"
+  cargo build --release --locked -p gcd -p api
+  PI_GCD_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/release" "${pytest[@]}" tests/system/test_hostile.py
   exit 0
 fi
 

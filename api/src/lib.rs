@@ -5,13 +5,16 @@
 //!   so tests can make one name stand for several replicas.
 //! - [`balancer`]: keeps one lazily connected gRPC channel per gcd replica,
 //!   re-resolves periodically, and spreads calls round-robin with a
-//!   deadline and one retry on a different replica.
+//!   deadline and one retry on a different replica (at most 64 replicas).
 //! - [`routes`]: the public HTTP contract, its JSON errors, and the guard
 //!   that sheds load and records metrics.
 //! - [`metrics`]: what the admin port exports.
-//! - [`server`]: binds both ports and runs them through the shutdown
+//! - [`server`]: binds both ports, serves them with the bounded HTTP/1
+//!   driver of [`ops::serve`], and runs them through the shutdown
 //!   choreography in [`ops::lifecycle`].
-//! - [`config`]: flags and environment variables.
+//! - [`limits`]: the worst-case memory of each connection and request, and
+//!   the connection cap derived from the memory limit.
+//! - [`config`]: flags and environment variables, with their ranges.
 
 pub mod balancer;
 pub mod config;

@@ -32,19 +32,12 @@ pub const REQUEST: u64 = 32 * KIB;
 /// One gRPC connection to a gcd replica: h2's buffers and its receive
 /// window ([`crate::balancer::REPLICA_WINDOW`]).
 pub const REPLICA_CONNECTION: u64 = 96 * KIB;
-/// One admin connection (an 8 KiB request head at most).
-pub const ADMIN_CONNECTION: u64 = 24 * KIB;
 
 /// Kernel buffers of each public connection: a request head fits in a few
 /// segments, a response in one.
 pub const SOCKET_BUFFERS: SocketBuffers = SocketBuffers {
     receive: 8 * 1024,
     send: 8 * 1024,
-};
-/// Kernel buffers of each admin connection: one small request, one reply.
-pub const ADMIN_SOCKET_BUFFERS: SocketBuffers = SocketBuffers {
-    receive: 4 * 1024,
-    send: 4 * 1024,
 };
 
 /// The connection cap when no memory limit is known (outside a container).
@@ -73,27 +66,16 @@ pub fn plan(
     max_in_flight: usize,
     open_files: u64,
 ) -> Result<Caps, ConfigError> {
-    let admin_connections = ops::admin::LIMITS.max_connections as u64;
-    let file_room = open_files.saturating_sub(admin_connections + RESERVED_FILES);
-    if let Some(connections) = connections
-        && connections as u64 > file_room
-    {
-        return Err(ConfigError::Invalid {
-            name: "--max-connections (API_MAX_CONNECTIONS)".into(),
-            reason: format!(
-                "{connections} connections need more file descriptors than the open-file \
-                 limit ({open_files}) leaves ({file_room}); raise `ulimit -n` or lower it"
-            ),
-        });
-    }
+    let file_room = ops::budget::open_file_room(
+        "--max-connections (API_MAX_CONNECTIONS)",
+        connections,
+        open_files,
+        ops::admin::LIMITS.max_connections as u64 + RESERVED_FILES,
+    )?;
 
     let mut budget = Budget::new(limit);
     budget.add("process baseline", 1, BASELINE);
-    budget.add(
-        "admin connections",
-        admin_connections,
-        ADMIN_CONNECTION + ADMIN_SOCKET_BUFFERS.worst_case_bytes(),
-    );
+    ops::admin::budget_line(&mut budget);
     budget.add(
         "gcd replica connections",
         MAX_REPLICAS as u64,
@@ -102,7 +84,7 @@ pub fn plan(
     budget.add("requests in flight", max_in_flight as u64, REQUEST);
     let max_connections = budget.share(
         "public connections (with kernel socket buffers)",
-        connections.map(|c| c as u64),
+        connections,
         CONNECTION + SOCKET_BUFFERS.worst_case_bytes(),
         DEFAULT_MAX_CONNECTIONS.min(file_room),
         MIN_CONNECTIONS,
@@ -110,22 +92,17 @@ pub fn plan(
     )?;
     budget.ensure_fits()?;
     Ok(Caps {
-        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        max_connections,
         budget,
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use ops::budget::LimitSource;
-
     use super::*;
 
     fn limit(bytes: u64) -> Option<MemoryLimit> {
-        Some(MemoryLimit {
-            bytes,
-            source: LimitSource::Flag,
-        })
+        Some(MemoryLimit::given(bytes))
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl Server {
         resolver: Arc<dyn Resolve>,
     ) -> Result<Self, ServerError> {
         let (public, public_addr) = serve::bind(config.listen, limits::SOCKET_BUFFERS)?;
-        let (admin, admin_addr) = serve::bind(config.admin_listen, limits::ADMIN_SOCKET_BUFFERS)?;
+        let (admin, admin_addr) = serve::bind(config.admin_listen, ops::admin::SOCKET_BUFFERS)?;
         Ok(Self {
             config,
             resolver,

@@ -4,9 +4,12 @@
 //! - [`compute`]: the arithmetic, a pure function.
 //! - [`service`]: the tonic service that counts and answers `Compute` calls.
 //! - [`server`]: binds the gRPC port (Compute, `grpc.health.v1`, reflection)
-//!   and the admin port, and runs both through the shared shutdown
-//!   choreography in [`ops::lifecycle`].
-//! - [`config`]: flags and environment variables.
+//!   and the admin port, serves them with the bounded drivers of
+//!   [`ops::serve`], and runs both through the shared shutdown choreography
+//!   in [`ops::lifecycle`].
+//! - [`limits`]: the worst-case memory of each connection and call, and
+//!   the caps derived from the memory limit.
+//! - [`config`]: flags and environment variables, with their ranges.
 
 pub mod compute;
 pub mod config;

@@ -27,19 +27,12 @@ pub const CONNECTION: u64 = 96 * KIB;
 /// sent as literals, tonic's decode buffer, a message, its task and its
 /// response (measured: 28 KiB for a reflection stream).
 pub const CALL: u64 = 32 * KIB;
-/// One admin connection (an 8 KiB request head at most).
-pub const ADMIN_CONNECTION: u64 = 24 * KIB;
 
 /// Kernel buffers of each gRPC connection: plenty for the api's small
 /// multiplexed calls, and a bound on what a client can park in the kernel.
 pub const SOCKET_BUFFERS: SocketBuffers = SocketBuffers {
     receive: 16 * 1024,
     send: 16 * 1024,
-};
-/// Kernel buffers of each admin connection: one small request, one reply.
-pub const ADMIN_SOCKET_BUFFERS: SocketBuffers = SocketBuffers {
-    receive: 4 * 1024,
-    send: 4 * 1024,
 };
 
 /// Caps when no memory limit is known (outside a container).
@@ -80,30 +73,19 @@ pub fn plan(
     calls: Option<usize>,
     open_files: u64,
 ) -> Result<Caps, ConfigError> {
-    let admin_connections = ops::admin::LIMITS.max_connections as u64;
-    let file_room = open_files.saturating_sub(admin_connections + RESERVED_FILES);
-    if let Some(connections) = connections
-        && connections as u64 > file_room
-    {
-        return Err(ConfigError::Invalid {
-            name: "--max-connections (GCD_MAX_CONNECTIONS)".into(),
-            reason: format!(
-                "{connections} connections need more file descriptors than the open-file \
-                 limit ({open_files}) leaves ({file_room}); raise `ulimit -n` or lower it"
-            ),
-        });
-    }
+    let file_room = ops::budget::open_file_room(
+        "--max-connections (GCD_MAX_CONNECTIONS)",
+        connections,
+        open_files,
+        ops::admin::LIMITS.max_connections as u64 + RESERVED_FILES,
+    )?;
 
     let mut budget = Budget::new(limit);
     budget.add("process baseline", 1, BASELINE);
-    budget.add(
-        "admin connections",
-        admin_connections,
-        ADMIN_CONNECTION + ADMIN_SOCKET_BUFFERS.worst_case_bytes(),
-    );
+    ops::admin::budget_line(&mut budget);
     let max_calls = budget.share(
         "gRPC calls in flight",
-        calls.map(|c| c as u64),
+        calls,
         CALL,
         DEFAULT_MAX_CALLS,
         MIN_CALLS,
@@ -111,7 +93,7 @@ pub fn plan(
     )?;
     let max_connections = budget.share(
         "gRPC connections (with kernel socket buffers)",
-        connections.map(|c| c as u64),
+        connections,
         CONNECTION + SOCKET_BUFFERS.worst_case_bytes(),
         DEFAULT_MAX_CONNECTIONS.min(file_room),
         MIN_CONNECTIONS,
@@ -119,23 +101,18 @@ pub fn plan(
     )?;
     budget.ensure_fits()?;
     Ok(Caps {
-        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
-        max_calls: usize::try_from(max_calls).unwrap_or(usize::MAX),
+        max_connections,
+        max_calls,
         budget,
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use ops::budget::LimitSource;
-
     use super::*;
 
     fn limit(bytes: u64) -> Option<MemoryLimit> {
-        Some(MemoryLimit {
-            bytes,
-            source: LimitSource::Flag,
-        })
+        Some(MemoryLimit::given(bytes))
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub struct Server {
 impl Server {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         let (grpc, grpc_addr) = serve::bind(config.listen, limits::SOCKET_BUFFERS)?;
-        let (admin, admin_addr) = serve::bind(config.admin_listen, limits::ADMIN_SOCKET_BUFFERS)?;
+        let (admin, admin_addr) = serve::bind(config.admin_listen, ops::admin::SOCKET_BUFFERS)?;
         Ok(Self {
             config,
             grpc,

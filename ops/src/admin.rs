@@ -16,7 +16,31 @@ use axum::{
     routing::get,
 };
 
-use crate::{Lifecycle, metrics::Exposition, serve::http1};
+use crate::{
+    Lifecycle,
+    budget::Budget,
+    metrics::Exposition,
+    serve::{SocketBuffers, http1},
+};
+
+/// One admin connection at its worst: an 8 KiB request head, hyper's
+/// buffers and the task.
+pub const CONNECTION_BYTES: u64 = 24 * 1024;
+
+/// Kernel buffers of each admin connection: one small request, one reply.
+pub const SOCKET_BUFFERS: SocketBuffers = SocketBuffers {
+    receive: 4 * 1024,
+    send: 4 * 1024,
+};
+
+/// The admin port's line in its process's memory budget.
+pub fn budget_line(budget: &mut Budget) {
+    budget.add(
+        "admin connections",
+        LIMITS.max_connections as u64,
+        CONNECTION_BYTES + SOCKET_BUFFERS.worst_case_bytes(),
+    );
+}
 
 /// Bounds of an admin port: a few connections, short timeouts, small heads.
 pub const LIMITS: http1::Limits = http1::Limits {

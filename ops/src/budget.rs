@@ -47,14 +47,19 @@ pub struct MemoryLimit {
 }
 
 impl MemoryLimit {
+    /// A limit given by a flag.
+    pub fn given(bytes: u64) -> Self {
+        Self {
+            bytes,
+            source: LimitSource::Flag,
+        }
+    }
+
     /// The flag's value if given, else this process's cgroup limit, else
     /// none (not in a container, or a container without a limit).
     pub fn detect(flag: Option<ByteSize>) -> Option<Self> {
         if let Some(ByteSize(bytes)) = flag {
-            return Some(Self {
-                bytes,
-                source: LimitSource::Flag,
-            });
+            return Some(Self::given(bytes));
         }
         let membership = std::fs::read_to_string("/proc/self/cgroup").ok()?;
         cgroup_limit(Path::new("/sys/fs/cgroup"), &membership).map(|(bytes, file)| Self {
@@ -174,14 +179,14 @@ impl Budget {
     pub fn share(
         &mut self,
         what: &'static str,
-        explicit: Option<u64>,
+        explicit: Option<usize>,
         each: u64,
         default: u64,
         min: u64,
         parts: u64,
-    ) -> Result<u64, ConfigError> {
+    ) -> Result<usize, ConfigError> {
         let count = match (explicit, self.usable()) {
-            (Some(count), _) => count,
+            (Some(count), _) => count as u64,
             (None, None) => default,
             (None, Some(usable)) => {
                 let left = usable.saturating_sub(self.total()) / parts.max(1);
@@ -193,7 +198,7 @@ impl Budget {
             }
         };
         self.add(what, count, each);
-        Ok(count)
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
 
     pub fn total(&self) -> u64 {
@@ -314,6 +319,28 @@ fn kib(bytes: u64) -> String {
     }
 }
 
+/// How many client connections the open-file limit leaves room for, after
+/// `reserved` descriptors for everything else; an error if `explicit` (a
+/// cap set by the flag `flag`) asks for more.
+pub fn open_file_room(
+    flag: &str,
+    explicit: Option<usize>,
+    open_files: u64,
+    reserved: u64,
+) -> Result<u64, ConfigError> {
+    let room = open_files.saturating_sub(reserved);
+    match explicit {
+        Some(connections) if connections as u64 > room => Err(ConfigError::Invalid {
+            name: flag.to_owned(),
+            reason: format!(
+                "{connections} connections need more file descriptors than the open-file \
+                 limit ({open_files}) leaves ({room}); raise `ulimit -n` or lower it"
+            ),
+        }),
+        _ => Ok(room),
+    }
+}
+
 /// Raises this process's soft open-file limit to its hard limit, as Go
 /// programs do at start-up, and returns the soft limit now in force. Every
 /// connection is a file descriptor; the caps must fit under this number.
@@ -396,10 +423,21 @@ mod tests {
     }
 
     fn limited(bytes: u64) -> Option<MemoryLimit> {
-        Some(MemoryLimit {
-            bytes,
-            source: LimitSource::Flag,
-        })
+        Some(MemoryLimit::given(bytes))
+    }
+
+    #[test]
+    fn explicit_connections_must_fit_the_open_file_limit() {
+        assert_eq!(
+            open_file_room("--max-connections", None, 1024, 100).unwrap(),
+            924
+        );
+        assert_eq!(
+            open_file_room("--max-connections", Some(900), 1024, 100).unwrap(),
+            924
+        );
+        let err = open_file_room("--max-connections", Some(1000), 1024, 100).unwrap_err();
+        assert!(err.to_string().contains("open-file limit (1024)"), "{err}");
     }
 
     #[test]

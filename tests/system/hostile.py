@@ -230,16 +230,7 @@ class H2Frames:
         return frame.serialize()
 
     def grpc_header_block(self, path: str, extra: list[tuple[str, str]] | None = None) -> bytes:
-        headers = [
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", path),
-            (":authority", "gcd-service:3000"),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-            *(extra or []),
-        ]
-        return self.encoder.encode(headers)
+        return self.encoder.encode(grpc_request_headers(path) + (extra or []))
 
     def headers(self, stream_id: int, block: bytes, end_stream: bool = False, end_headers: bool = True) -> bytes:
         flags = (["END_HEADERS"] if end_headers else []) + (["END_STREAM"] if end_stream else [])
@@ -300,6 +291,18 @@ def read_frames(sock: socket.socket):
             yield frame
 
 
+def grpc_request_headers(path: str) -> list[tuple[str, str]]:
+    """The headers of a gRPC call to `path`, as grpc-go sends them."""
+    return [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "gcd-service:3000"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]
+
+
 def grpc_message(payload: bytes, declared: int | None = None) -> bytes:
     """A gRPC length-prefixed message; `declared` lies about its length."""
     return b"\0" + struct.pack(">I", len(payload) if declared is None else declared) + payload
@@ -320,17 +323,7 @@ def grpc_call(
     with socket.create_connection(addr, timeout=timeout) as sock:
         conn.initiate_connection()
         stream = conn.get_next_available_stream_id()
-        conn.send_headers(
-            stream,
-            [
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":path", path),
-                (":authority", "gcd-service:3000"),
-                ("content-type", "application/grpc"),
-                ("te", "trailers"),
-            ],
-        )
+        conn.send_headers(stream, grpc_request_headers(path))
         conn.send_data(stream, grpc_message(message), end_stream=True)
         sock.sendall(conn.data_to_send())
         body = b""

@@ -64,10 +64,12 @@ class Obj:
 
 @dataclass
 class Binary:
-    """A service binary's `--help`, which lists every flag and env variable."""
+    """A service binary and its `--help`, which lists every flag and env
+    variable (and their ranges and defaults)."""
 
     name: str
     help: str
+    path: Path
     flags: set[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -77,7 +79,7 @@ class Binary:
         return re.search(rf"(?<![A-Z0-9_]){re.escape(env)}(?![A-Z0-9_])", self.help) is not None
 
     def env_default(self, env: str) -> str | None:
-        match = re.search(rf"env\s+{re.escape(env)},\s+default\s+([^\]\s]+)\]", self.help)
+        match = re.search(rf"env\s+{re.escape(env)},(?:\s+[0-9.=]+,)?\s+default\s+([^\]\s]+)\]", self.help)
         return match.group(1) if match else None
 
 
@@ -355,6 +357,46 @@ def check_api_exposure(objects: list[Obj]) -> list[str]:
     return problems
 
 
+def network_policies_of(objects: list[Obj], workload: Obj) -> list[Obj]:
+    """The NetworkPolicies that select the workload's pods."""
+    return [
+        o for o in objects
+        if o.kind == "NetworkPolicy"
+        and o.namespace == workload.namespace
+        and selects_some(selector_labels(o.body["spec"].get("podSelector")), pod_labels(workload))
+    ]
+
+
+def check_api_network_policy(objects: list[Obj]) -> list[str]:
+    """A NetworkPolicy selects the api pods: the public HTTP port is open to
+    everyone (the NodePort), the admin port only to chosen peers
+    (Prometheus), never to every pod of the cluster."""
+    api = find(objects, "Deployment", "api")
+    if api is None:
+        return ["no Deployment api"]
+    container = pod_spec(api)["containers"][0]
+    admin_port = container_port(container, "admin")
+    policies = network_policies_of(objects, api)
+    if not policies:
+        return ["no NetworkPolicy selects the api pods: any pod could reach its admin port"]
+    problems = []
+    public_open = False
+    for policy in policies:
+        spec = policy.body["spec"]
+        if "Ingress" not in spec.get("policyTypes", ["Ingress"]):
+            problems.append(f"{policy}: policyTypes must include Ingress")
+        for index, rule in enumerate(spec.get("ingress", []) or []):
+            ports = {container_port(container, p.get("port")) for p in rule.get("ports", []) or []}
+            everyone = not rule.get("from")
+            if everyone and (not ports or admin_port in ports):
+                problems.append(f"{policy}: ingress[{index}] admits everyone to the admin port {admin_port}")
+            if everyone and API_HTTP_PORT in ports:
+                public_open = True
+    if not public_open:
+        problems.append(f"no NetworkPolicy rule admits everyone to the api's HTTP port {API_HTTP_PORT} (the NodePort)")
+    return problems
+
+
 def check_gcd_internal(objects: list[Obj]) -> list[str]:
     """gcd is reachable only through a headless Service and only from api pods."""
     problems = []
@@ -386,12 +428,7 @@ def check_gcd_internal(objects: list[Obj]) -> list[str]:
             problems.append(f"{headless}: must be in the namespace of the gcd pods")
 
     gcd_labels, api_labels = pod_labels(gcd), pod_labels(api)
-    policies = [
-        o for o in objects
-        if o.kind == "NetworkPolicy"
-        and o.namespace == gcd.namespace
-        and selects_some(selector_labels(o.body["spec"].get("podSelector")), gcd_labels)
-    ]
+    policies = network_policies_of(objects, gcd)
     if not policies:
         problems.append("no NetworkPolicy selects the gcd pods")
     for policy in policies:
@@ -700,12 +737,42 @@ ALL_CHECKS = (
     check_selectors,
     check_ports,
     check_api_exposure,
+    check_api_network_policy,
     check_gcd_internal,
     check_pod_security,
     check_resources,
     check_rollout,
     check_gcd_address,
 )
+
+
+def check_memory_budget(objects: list[Obj], binaries: dict[str, Binary]) -> list[str]:
+    """Each binary, given its container's env and memory limit, finds that
+    the caps (set there, or derived from the limit) fit the limit: it runs
+    `--check-config`, the same arithmetic it does at start-up."""
+    problems = []
+    for w in workloads(objects):
+        for c in containers(w):
+            binary = binaries.get(binary_name(c))
+            limit = (c.get("resources", {}).get("limits") or {}).get("memory")
+            if binary is None or limit is None:
+                continue
+            try:
+                env = resolve_env(c)
+            except (KeyError, ValueError):
+                continue  # reported by check_env_and_args
+            env[f"{binary.name.upper()}_MEMORY_LIMIT"] = str(int(memory_bytes(limit)))
+            result = subprocess.run(
+                [str(binary.path), "--check-config"],
+                env={"PATH": "/usr/bin:/bin", **env},
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            if result.returncode != 0:
+                why = (result.stderr + result.stdout).strip()
+                problems.append(f"{w}: its caps do not fit its {limit} memory limit: {why}")
+    return problems
 
 
 def check_all(objects: list[Obj], binaries: dict[str, Binary], version: str) -> list[str]:
@@ -715,6 +782,7 @@ def check_all(objects: list[Obj], binaries: dict[str, Binary], version: str) -> 
     problems += check_labels_and_images(objects, version)
     problems += check_env_and_args(objects, binaries)
     problems += check_grace_period(objects, binaries)
+    problems += check_memory_budget(objects, binaries)
     return problems
 
 

@@ -31,7 +31,7 @@ def binaries() -> dict[str, km.Binary]:
     paths = km.build_binaries()
     missing = {"gcd", "api"} - paths.keys()
     assert not missing, f"cargo build did not report the binaries {missing}"
-    return {name: km.Binary(name, km.read_help(paths[name])) for name in ("gcd", "api")}
+    return {name: km.Binary(name, km.read_help(paths[name]), paths[name]) for name in ("gcd", "api")}
 
 
 def assert_none(problems: list[str]) -> None:
@@ -54,6 +54,7 @@ def test_directory_holds_only_plain_objects(objects):
         ("Deployment", "gcd"), ("Service", "gcd-service"),
         ("PodDisruptionBudget", "gcd"), ("NetworkPolicy", "gcd"),
         ("Deployment", "api"), ("Service", "api"), ("PodDisruptionBudget", "api"),
+        ("NetworkPolicy", "api"),
     ])
 
 
@@ -144,6 +145,11 @@ def _env(objects, deployment, name, value):
     raise AssertionError(f"no env {name} in {deployment}")
 
 
+def _set_env(objects, deployment, name, value):
+    env = _container(objects, deployment)["env"]
+    env[:] = [entry for entry in env if entry["name"] != name] + [{"name": name, "value": value}]
+
+
 def _move_namespace_last(objects):
     namespace = next(o for o in objects if o.kind == "Namespace")
     objects.remove(namespace)
@@ -200,6 +206,26 @@ MUTATIONS = {
     "network policy missing": (
         lambda o: o.remove(km.find(o, "NetworkPolicy", "gcd")),
         "no NetworkPolicy selects the gcd pods",
+    ),
+    "api network policy missing": (
+        lambda o: o.remove(km.find(o, "NetworkPolicy", "api")),
+        "no NetworkPolicy selects the api pods",
+    ),
+    "api admin port open to every pod": (
+        lambda o: _get(o, "NetworkPolicy", "api")["spec"]["ingress"].append({"ports": [{"port": 9091}]}),
+        "admits everyone to the admin port",
+    ),
+    "api public port closed": (
+        lambda o: _get(o, "NetworkPolicy", "api")["spec"]["ingress"].pop(0),
+        "admits everyone to the api's HTTP port",
+    ),
+    "api caps beyond its memory limit": (
+        lambda o: _set_env(o, "api", "API_MAX_CONNECTIONS", "5000"),
+        "caps do not fit its 64Mi memory limit",
+    ),
+    "gcd memory limit below its budget": (
+        lambda o: _container(o, "gcd")["resources"]["limits"].update({"memory": "8Mi"}),
+        "caps do not fit its 8Mi memory limit",
     ),
     "may run as root": (
         lambda o: _container(o, "api")["securityContext"].update({"runAsNonRoot": False}),

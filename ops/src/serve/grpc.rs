@@ -98,14 +98,6 @@ impl Limits {
     pub fn close_grace(&self) -> Duration {
         self.call_timeout + self.write_timeout
     }
-
-    /// The longest a client that stalls (silent, idle, a request it never
-    /// finishes, output it never reads) holds its connection slot.
-    pub fn stall_bound(&self) -> Duration {
-        self.handshake_timeout
-            .max(self.idle_timeout)
-            .max(self.call_timeout + self.write_timeout)
-    }
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then lets

@@ -67,13 +67,6 @@ impl Limits {
     pub fn close_grace(&self) -> Duration {
         self.header_read_timeout + self.handler_timeout + self.write_timeout
     }
-
-    /// The longest a client that stalls (sends nothing, a partial head, or
-    /// reads nothing) holds its slot.
-    pub fn stall_bound(&self) -> Duration {
-        self.header_read_timeout
-            .max(self.handler_timeout + self.write_timeout)
-    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets
