@@ -11,7 +11,7 @@ use std::time::Duration;
 use ops::{
     ConfigError,
     budget::{Budget, MemoryLimit},
-    serve::SocketBuffers,
+    serve::{SocketBuffers, grpc},
 };
 
 const KIB: u64 = 1024;
@@ -83,6 +83,11 @@ pub fn plan(
     let mut budget = Budget::new(limit);
     budget.add("process baseline", 1, BASELINE);
     ops::admin::budget_line(&mut budget);
+    budget.add(
+        "gRPC calls waiting for the place of an evicted connection",
+        grpc::MAX_WAITING_CALLS as u64,
+        CALL,
+    );
     let max_calls = budget.share(
         "gRPC calls in flight",
         calls,

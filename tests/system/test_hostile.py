@@ -238,7 +238,11 @@ def test_api_slowloris(api, record):
             fleet.send(socks, b"X")
             time.sleep(0.5)  # the attack's pace
         survived(api, "api: slowloris", record, lambda: legit_http(api), connections=clients)
-        assert fleet.closed_by_server(socks) >= len(socks) - 1
+        eventually(
+            "the api to drop every slow client",
+            lambda: fleet.closed_by_server(socks) >= len(socks) - 1,
+            3,
+        )
 
 
 @pytest.mark.parametrize("port", ["public", "admin"])
@@ -366,7 +370,6 @@ def test_gcd_half_sent_4mib_messages(gcd, record, method):
 def test_gcd_thousands_of_silent_connections(gcd, record):
     with h.Fleet() as fleet:
         socks = fleet.open(gcd.addr, 5000)
-        time.sleep(1)  # let the kernel complete the handshakes: the attack's pace
         survived(gcd, "gcd: 5000 silent TCP connections", record, lambda: legit_grpc(gcd), connections=5000)
         # Those that got a place lose it at the handshake timeout.
         bound = ms(gcd, "GCD_HANDSHAKE_TIMEOUT_MS") + 3

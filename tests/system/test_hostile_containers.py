@@ -21,8 +21,16 @@ import pytest
 
 import hostile as h
 from test_hostile import LEGIT_BOUND_S
-from test_topology import Podman, images, manifests, podman, port_of, run_args, wait_for  # noqa: F401 (fixtures)
-from conftest import http_get
+from test_topology import (  # noqa: F401 (images, manifests and podman are fixtures)
+    Podman,
+    http_get,
+    images,
+    manifests,
+    podman,
+    port_of,
+    run_args,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")

@@ -185,7 +185,7 @@ def run_args(deployment: km.Obj, overrides: dict[str, str] | None = None) -> lis
         "--user", f"{security['runAsUser']}:{security.get('runAsGroup', security['runAsUser'])}",
         "--cap-drop", "ALL",
         # podman's default nofile (1048576) may exceed what this machine
-        # grants; 4096 covers API_MAX_CONNECTIONS (1024) and the backlog.
+        # grants; 4096 covers the connection caps the memory limits allow.
         "--ulimit", "nofile=4096:4096",
         "--ulimit", "nproc=4096:4096",
         "--security-opt", "no-new-privileges",

@@ -13,9 +13,10 @@
 //!   port. When the port is full, a new call takes the place of the calls
 //!   of the connection that has gone longest without any call starting or
 //!   ending (a client holding calls open without sending them), which is
-//!   closed. At most `max_streams_per_connection` calls wait for such a
-//!   place at once; beyond that, or when the new call's own connection
-//!   holds every place, it is answered `RESOURCE_EXHAUSTED`.
+//!   closed. At most [`MAX_WAITING_CALLS`] calls wait for such a place at
+//!   once (the moment it takes the evicted connection to let go); beyond
+//!   that, or when the new call's own connection holds every place, it is
+//!   answered `RESOURCE_EXHAUSTED`.
 //!   Every call ends within `call_timeout` (or the client's shorter
 //!   `grpc-timeout`), request and response streams included, except the
 //!   methods listed as long-lived (health `Watch`), whose request must
@@ -70,6 +71,9 @@ pub const MAX_FRAME_BYTES: u32 = 16 * 1024;
 pub const MAX_HEADER_LIST_BYTES: u32 = 8 * 1024;
 /// Response bytes queued per stream for a client that does not read.
 pub const SEND_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Calls that may wait at once for the places of an evicted connection.
+pub const MAX_WAITING_CALLS: usize = 16;
 
 /// Bounds of one gRPC port.
 #[derive(Debug, Clone, Copy)]
@@ -131,7 +135,7 @@ pub async fn serve<S, B>(
         .auto_date_header(false);
     let port = Arc::new(Port {
         calls: Arc::new(Semaphore::new(limits.max_calls)),
-        waiting: Arc::new(Semaphore::new(limits.max_streams_per_connection as usize)),
+        waiting: Arc::new(Semaphore::new(MAX_WAITING_CALLS)),
         limits,
     });
     accept_loop(
