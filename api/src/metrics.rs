@@ -110,7 +110,7 @@ impl ops::admin::Metrics for ApiMetrics {
         }
         out.counter(
             "api_upstream_retries_total",
-            "gcd calls retried on another replica.",
+            "gcd calls retried once: on another replica, or on the only one when the call never reached it.",
             self.upstream_retries.get(),
         );
         out.gauge(

@@ -5,7 +5,9 @@
 //! the flag and its variable, never a silent fallback, a panic or a runaway
 //! (thousands of threads, a semaphore too large to build).
 
-use std::{fmt::Display, ops::RangeInclusive, process::ExitCode, str::FromStr, time::Duration};
+use std::{
+    fmt::Display, io::Write, ops::RangeInclusive, process::ExitCode, str::FromStr, time::Duration,
+};
 
 /// A configuration value could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +38,16 @@ pub fn parse_args<T: argh::FromArgs>() -> Result<T, ExitCode> {
         .map_or("", |arg| arg.rsplit('/').next().unwrap_or(arg.as_str()));
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     T::from_args(&[command], &rest).map_err(|early| {
+        // A closed pipe (`--help | head`) is not worth a panic.
         if early.status.is_ok() {
-            println!("{}", early.output);
+            let _ = writeln!(std::io::stdout(), "{}", early.output);
             ExitCode::SUCCESS
         } else {
-            eprintln!("{}", early.output.trim_end());
-            eprintln!("Run {command} --help for the flags and their ranges.");
+            let _ = writeln!(
+                std::io::stderr(),
+                "{}\nRun {command} --help for the flags and their ranges.",
+                early.output.trim_end()
+            );
             ExitCode::from(2)
         }
     })

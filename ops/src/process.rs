@@ -78,7 +78,12 @@ pub fn invalid_config(err: &ConfigError) -> ExitCode {
 /// For `--check-config`: prints the budget; the configuration was valid
 /// (it got this far), so exit 0.
 pub fn report_budget(name: &str, budget: &crate::budget::Budget) -> ExitCode {
-    println!("{name}: configuration is valid; memory budget:\n{budget}");
+    use std::io::Write;
+    // A closed pipe (`--check-config | head`) is not worth a panic.
+    let _ = writeln!(
+        std::io::stdout(),
+        "{name}: configuration is valid; memory budget:\n{budget}"
+    );
     ExitCode::SUCCESS
 }
 
