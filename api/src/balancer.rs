@@ -389,11 +389,13 @@ fn http_uri(addr: SocketAddr) -> tonic::codegen::http::Uri {
 
 /// Unreachable means the call never reached gcd's handler, or the
 /// connection broke under it; both are safe to retry for an idempotent
-/// call. Statuses gcd itself sent are final.
+/// call. `RESOURCE_EXHAUSTED` is gcd turning the call away before running
+/// it (every place taken, see `ops::serve::grpc`). Other statuses gcd sent
+/// are final.
 fn classify(status: Status) -> AttemptError {
     match status.code() {
         Code::DeadlineExceeded => AttemptError::Timeout,
-        Code::Unavailable => AttemptError::Unreachable(status),
+        Code::Unavailable | Code::ResourceExhausted => AttemptError::Unreachable(status),
         // A local transport error (connection reset, closed mid-call)
         // carries its cause; a status sent by the server does not.
         Code::Unknown | Code::Internal | Code::Cancelled

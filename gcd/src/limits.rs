@@ -89,7 +89,7 @@ pub fn plan(
         CALL,
     );
     let max_calls = budget.share(
-        "gRPC calls in flight",
+        "gRPC calls in flight beyond the connections' reserved ones",
         calls,
         CALL,
         DEFAULT_MAX_CALLS,
@@ -97,9 +97,11 @@ pub fn plan(
         2,
     )?;
     let max_connections = budget.share(
-        "gRPC connections (with kernel socket buffers)",
+        "gRPC connections (with their reserved calls and kernel socket buffers)",
         connections,
-        CONNECTION + SOCKET_BUFFERS.worst_case_bytes(),
+        CONNECTION
+            + grpc::RESERVED_CALLS_PER_CONNECTION as u64 * CALL
+            + SOCKET_BUFFERS.worst_case_bytes(),
         DEFAULT_MAX_CONNECTIONS.min(file_room),
         MIN_CONNECTIONS,
         1,

@@ -195,6 +195,40 @@ fn a_call_whose_client_stalls_ends_at_the_call_timeout() {
 }
 
 #[test]
+fn every_connection_has_calls_of_its_own() {
+    // One shared place on the port, which another client's stalled calls
+    // hold; they stay open for as long as the test needs.
+    let gcd = Service::gcd(
+        None,
+        &["--max-concurrent-calls", "1", "--call-timeout-ms", "60000"],
+    );
+    runtime().block_on(async {
+        let greedy = channel(&gcd).await;
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let stream = ServerReflectionClient::new(greedy.clone())
+                .server_reflection_info(tokio_stream::pending::<ServerReflectionRequest>())
+                .await
+                .unwrap()
+                .into_inner();
+            held.push(stream);
+        }
+        // A new client is served from its own reserved calls, at once and
+        // without evicting anyone.
+        let other = channel(&gcd).await;
+        let started = std::time::Instant::now();
+        assert_eq!(compute(&other, 12, 18).await.unwrap(), 6);
+        assert_eq!(compute(&other, 12, 18).await.unwrap(), 6);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // The greedy client's calls are still open: nobody was evicted.
+        for stream in &mut held {
+            let waiting = tokio::time::timeout(Duration::from_millis(100), stream.message()).await;
+            assert!(waiting.is_err(), "a held call ended: {waiting:?}");
+        }
+    });
+}
+
+#[test]
 fn a_connection_that_never_calls_is_dropped() {
     use std::io::Read;
     let gcd = Service::gcd(None, &["--handshake-timeout-ms", "200"]);

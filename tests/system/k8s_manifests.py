@@ -658,7 +658,10 @@ def check_grace_period(objects: list[Obj], binaries: dict[str, Binary]) -> list[
             if binary is None:
                 continue
             prefix = binary.name.upper()
-            env = resolve_env(c)
+            try:
+                env = resolve_env(c)
+            except (KeyError, ValueError):
+                continue  # reported by check_env_and_args
             total_ms = 0
             for setting in ("SHUTDOWN_DELAY_MS", "DRAIN_TIMEOUT_MS"):
                 key = f"{prefix}_{setting}"

@@ -47,7 +47,9 @@ def pods(podman: Podman, images, manifests):  # noqa: F811 (fixtures)
         for name in ("gcd", "api"):
             deployment = manifests[name]
             published = [port_of(deployment, "grpc" if name == "gcd" else "http"), port_of(deployment, "admin")]
-            args = run_args(deployment)
+            # The manifests also pass the limit through the downward API;
+            # left empty here, the binaries must find it in their cgroup.
+            args = run_args(deployment, {f"{name.upper()}_MEMORY_LIMIT": ""})
             limit = args[args.index("--memory") + 1]
             limits[name] = int(limit)
             podman(

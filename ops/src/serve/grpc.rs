@@ -9,8 +9,12 @@
 //!   client reconnects when it next needs to). Keep-alive PINGs close
 //!   connections whose peer has vanished.
 //! - **calls**: at most `max_streams_per_connection` per connection
-//!   (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`) and `max_calls` on the whole
-//!   port. When the port is full, a new call takes the place of the calls
+//!   (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`). Every connection may have
+//!   [`RESERVED_CALLS_PER_CONNECTION`] calls open whatever others do (they
+//!   are counted with the connection), so no number of other clients can
+//!   keep a connection from being served; calls beyond those share
+//!   `max_calls` places on the whole port. When the port is full, a new
+//!   call takes the place of the calls
 //!   of the connection that has gone longest without any call starting or
 //!   ending (a client holding calls open without sending them), which is
 //!   closed. At most [`MAX_WAITING_CALLS`] calls wait for such a place at
@@ -75,11 +79,16 @@ pub const SEND_BUFFER_BYTES: usize = 16 * 1024;
 /// Calls that may wait at once for the places of an evicted connection.
 pub const MAX_WAITING_CALLS: usize = 16;
 
+/// Calls every connection may have open without taking one of the port's
+/// shared places: a client's own share, which no other client can take.
+pub const RESERVED_CALLS_PER_CONNECTION: usize = 2;
+
 /// Bounds of one gRPC port.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
-    /// Calls open at once on the whole port.
+    /// Calls open at once on the whole port beyond each connection's
+    /// reserved ones.
     pub max_calls: usize,
     pub max_streams_per_connection: u32,
     /// From connecting to the first call.
@@ -256,7 +265,9 @@ struct Port {
 /// (when its response has been sent, or abandoned).
 struct CallGuard {
     in_flight: InFlight,
-    _slot: OwnedSemaphorePermit,
+    /// A shared place on the port, unless the call is one of its
+    /// connection's reserved ones.
+    _slot: Option<OwnedSemaphorePermit>,
     /// Asks the connection to close: the client stalled this call.
     close: Arc<Notify>,
 }
@@ -275,11 +286,12 @@ impl<S, B> Calls<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone,
 {
-    /// Runs `request` in its place on the port until `deadline`.
+    /// Runs `request` in its place (a shared one, or its connection's
+    /// reserved one) until `deadline`.
     fn run(
         &self,
         request: Request<Incoming>,
-        slot: OwnedSemaphorePermit,
+        slot: Option<OwnedSemaphorePermit>,
         deadline: Instant,
         ours: bool,
     ) -> CallFuture<S, B> {
@@ -324,8 +336,13 @@ where
             _ => (limits.call_timeout, true),
         };
         let deadline = Instant::now() + timeout;
+        // hyper calls this from the connection's task, one call at a time,
+        // so the count cannot change between the check and the start.
+        if self.activity.open() < RESERVED_CALLS_PER_CONNECTION {
+            return self.run(request, None, deadline, ours);
+        }
         if let Ok(slot) = self.port.calls.clone().try_acquire_owned() {
-            return self.run(request, slot, deadline, ours);
+            return self.run(request, Some(slot), deadline, ours);
         }
         let waiting = match self.port.waiting.clone().try_acquire_owned() {
             Ok(waiting) if self.connections.evict_stalest_busy(&self.activity) => waiting,
@@ -347,7 +364,7 @@ where
                 let admitted = tokio::time::timeout_at(deadline, slot).await;
                 drop(waiting);
                 match admitted {
-                    Ok(Ok(slot)) => calls.run(request, slot, deadline, ours).await,
+                    Ok(Ok(slot)) => calls.run(request, Some(slot), deadline, ours).await,
                     _ => Ok(status_response(
                         RESOURCE_EXHAUSTED,
                         "too many calls in flight, try again",

@@ -188,9 +188,14 @@ impl Activity {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Requests or calls open, long-lived streams included.
+    pub fn open(&self) -> usize {
+        self.in_flight() + self.long_lived.load(Ordering::Relaxed)
+    }
+
     /// Nothing open at all, long-lived streams included.
     pub fn is_idle(&self) -> bool {
-        self.in_flight() == 0 && self.long_lived.load(Ordering::Relaxed) == 0
+        self.open() == 0
     }
 
     /// When the last request or call started or ended (`None` if none ever
