@@ -33,6 +33,11 @@ ARM_APT_PACKAGES=(
 )
 if [ "${PI_GCD_SKIP_ARM:-0}" != 1 ]; then
   APT_PACKAGES+=("${ARM_APT_PACKAGES[@]}")
+  # containerd imports and runs the images as k3s does
+  # (tests/system/test_containerd.py starts a private one). A containerd
+  # that is already there (Docker's containerd.io, for one) serves as it is
+  # and is never replaced.
+  command -v containerd >/dev/null || APT_PACKAGES+=(containerd)
 fi
 
 missing=()
@@ -44,11 +49,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   as_root apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-  # The tests start their own registry on a loopback port when they need
-  # one; the package's system service (listening on :5000) stays off.
-  if [[ " ${missing[*]} " == *" docker-registry "* ]] && [ -d /run/systemd/system ]; then
-    as_root systemctl disable --now docker-registry >/dev/null 2>&1 || true
-  fi
+  # The tests start their own registry and containerd when they need
+  # them; the system services the packages install stay off.
+  for service in docker-registry containerd; do
+    if [[ " ${missing[*]} " == *" $service "* ]] && [ -d /run/systemd/system ]; then
+      as_root systemctl disable --now "$service" >/dev/null 2>&1 || true
+    fi
+  done
 fi
 
 for tool in cargo rustfmt cargo-clippy; do

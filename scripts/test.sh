@@ -7,9 +7,10 @@
 #      and the multi-arch OCI image archives in dist/,
 #   5. pytest tests/system: the manifests (strict schemas and our own
 #      checks, the memory budget of each Deployment), the binaries under
-#      qemu, the images under podman, the manifests' topology run with the
-#      real images, and hostile clients against the shipped binaries and
-#      images (docs/memory-budget.md).
+#      qemu, the images under podman and containerd (imported as k3s does),
+#      the manifests' topology run with the real images, and hostile
+#      clients against the shipped binaries and images
+#      (docs/memory-budget.md).
 # --host-only stops after step 3, checks the manifests and runs the
 # hostile clients against a host release build: a few minutes.
 set -euo pipefail
@@ -25,7 +26,7 @@ for arg in "$@"; do
     --no-install) install=0 ;;
     --host-only) host_only=1 ;;
     -h | --help)
-      sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) die "unknown argument: $arg (see --help)" ;;
