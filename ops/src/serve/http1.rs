@@ -18,11 +18,15 @@
 //! - requests that break HTTP/1.1 framing rules hyper leaves to us are
 //!   refused with a JSON 400 or 414 before any handler runs: not exactly one
 //!   `Host` (RFC 9112, section 3.2) and request targets longer than
-//!   `max_target_bytes`, whatever their form.
+//!   `max_target_bytes`, whatever their form; the requests hyper refuses
+//!   itself get our JSON body too ([`GuardedIo`]);
+//! - each request is recorded in the connection's [`Activity`], which
+//!   decides which connection gives up its place when the port is full.
 
 use std::{
     convert::Infallible,
     future::{Ready, ready},
+    sync::Arc,
     time::Duration,
 };
 
@@ -35,8 +39,6 @@ use hyper::{body::Incoming, server::conn::http1};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::{ServiceExt, util::Oneshot};
-
-use std::sync::Arc;
 
 use super::{Activity, InFlight, Slot, accept_loop, io::GuardedIo};
 
