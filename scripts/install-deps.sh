@@ -15,6 +15,8 @@ APT_PACKAGES=(
   ca-certificates curl git python3 python3-venv
   wrk # scripts/bench.sh
   podman runc netavark aardvark-dns iptables # tests/system/test_topology.py
+  # grpc-go test peers, built in GOPATH mode (tests/system/test_interop.py)
+  golang-go golang-google-grpc-dev golang-goprotobuf-dev golang-google-protobuf-dev
 )
 
 as_root() {

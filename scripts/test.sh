@@ -8,11 +8,13 @@
 #   5. pytest tests/system: the manifests (strict schemas and our own
 #      checks, the memory budget of each Deployment), the binaries under
 #      qemu, the images under podman and containerd (imported as k3s does),
-#      the manifests' topology run with the real images, and hostile
-#      clients against the shipped binaries and images
-#      (docs/memory-budget.md).
+#      the manifests' topology run with the real images, hostile clients
+#      against the shipped binaries and images (docs/memory-budget.md), and
+#      the gRPC peers users run (grpc-go, grpcio) and schemathesis against
+#      api/openapi.yaml.
 # --host-only stops after step 3, checks the manifests and runs the
-# hostile clients against a host release build: a few minutes.
+# hostile-client and interop tests against a host release build: a few
+# minutes.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -26,7 +28,7 @@ for arg in "$@"; do
     --no-install) install=0 ;;
     --host-only) host_only=1 ;;
     -h | --help)
-      sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) die "unknown argument: $arg (see --help)" ;;
@@ -49,9 +51,10 @@ pytest=("$VENV/bin/python" -m pytest -p no:cacheprovider -q)
 if [ "$host_only" = 1 ]; then
   log "pytest tests/system/test_manifests.py"
   "${pytest[@]}" tests/system/test_manifests.py
-  log "cargo build --release (host), then pytest tests/system/test_hostile.py"
+  log "cargo build --release (host), then the hostile-client and interop tests"
   cargo build --release --locked -p gcd -p api
-  PI_GCD_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/release" "${pytest[@]}" tests/system/test_hostile.py
+  PI_GCD_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/release" "${pytest[@]}" \
+    tests/system/test_hostile.py tests/system/test_interop.py
   exit 0
 fi
 

@@ -113,19 +113,28 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn gcd(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
-    let operands = uri.path().strip_prefix("/gcd/").unwrap_or_default();
-    let (a, b) = operands.split_once('/').ok_or(ApiError::NotFound)?;
-    if b.contains('/') {
-        return Err(ApiError::NotFound);
-    }
+    let (a, b) = operands(uri.path()).ok_or(ApiError::NotFound)?;
     let a = parse_operand(a).ok_or(ApiError::InvalidA)?;
     let b = parse_operand(b).ok_or(ApiError::InvalidB)?;
     let result = state.balancer.compute(a, b).await?;
     Ok(json(StatusCode::OK, format!("{{\"result\":\"{result}\"}}")))
 }
 
-/// A base-10 `u64`: digits only (no sign, no spaces), leading zeros fine.
-pub fn parse_operand(text: &str) -> Option<u64> {
+/// The two raw path segments of `/gcd/{a}/{b}`, or `None` for any other
+/// shape (`/gcd/12`, `/gcd/1/2/3`).
+fn operands(path: &str) -> Option<(&str, &str)> {
+    let (a, b) = path.strip_prefix("/gcd/")?.split_once('/')?;
+    (!b.contains('/')).then_some((a, b))
+}
+
+/// A base-10 `u64` from a path segment: percent-decoded first (as the
+/// original's gin decodes the path), then digits only (no sign, no
+/// spaces), leading zeros fine. The path is split before decoding, so an
+/// encoded `/` stays inside its operand, which it makes invalid.
+pub fn parse_operand(segment: &str) -> Option<u64> {
+    let text = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()?;
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -137,7 +146,7 @@ pub fn parse_operand(text: &str) -> Option<u64> {
 /// request in the metrics.
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = if request.uri().path().starts_with("/gcd/") {
+    let route = if operands(request.uri().path()).is_some() {
         Route::Gcd
     } else {
         Route::Unmatched
@@ -154,7 +163,17 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
 
 #[cfg(test)]
 mod tests {
-    use super::parse_operand;
+    use super::{operands, parse_operand};
+
+    #[test]
+    fn only_two_segments_are_the_gcd_route() {
+        assert_eq!(operands("/gcd/12/18"), Some(("12", "18")));
+        assert_eq!(operands("/gcd/1%2F2/3"), Some(("1%2F2", "3")));
+        assert_eq!(operands("/gcd//"), Some(("", "")));
+        for other in ["/gcd/12", "/gcd/1/2/3", "/gcd/", "/gcd", "/", "/GCD/1/2"] {
+            assert_eq!(operands(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn operands_are_plain_base_10_u64() {
@@ -163,7 +182,16 @@ mod tests {
         assert_eq!(parse_operand("0"), Some(0));
         assert_eq!(parse_operand("18446744073709551615"), Some(u64::MAX));
         assert_eq!(parse_operand("000000000000000000000000018"), Some(18));
+        assert_eq!(parse_operand("%31%32"), Some(12));
+        assert_eq!(parse_operand("1%32"), Some(12));
         for bad in [
+            "%2F",
+            "1%2F2",
+            "%",
+            "%3",
+            "%zz",
+            "%ff",
+            "%2B12",
             "",
             "abc",
             "-1",

@@ -42,6 +42,9 @@ fn answers_every_row_of_the_contract() {
         ),
         ("/gcd/18446744073709551615/3", "3"),
         ("/gcd/18446744073709551557/2", "1"),
+        // Percent-encoded digits are decoded, as the original's gin does.
+        ("/gcd/%31%32/18", "6"),
+        ("/gcd/12/%31%38", "6"),
     ] {
         let expected = format!("{{\"result\":\"{result}\"}}");
         assert_json(&get(api.addr, path), 200, &expected);
@@ -54,7 +57,8 @@ fn answers_every_row_of_the_contract() {
         "18446744073709551616",
         "",
         "1.5",
-        "%31",
+        "1%2F2",
+        "%zz",
         "1e3",
     ];
     for bad in invalid {
@@ -105,6 +109,24 @@ fn answers_every_row_of_the_contract() {
     assert_eq!(json_error(&response), "URI too long");
 
     assert!(gcd.metric("gcd_compute_requests_total") >= 8);
+
+    // HEAD is GET without the body.
+    let head = request(api.addr, "HEAD", "/gcd/12/18");
+    assert_eq!((head.status, head.body.as_str()), (200, ""), "{head:?}");
+
+    // Requests are counted under the route they matched: `/gcd/12` and
+    // `/gcd/1/2/3` are not `/gcd/{a}/{b}`.
+    let metrics = get(api.admin_addr, "/metrics").body;
+    let series = |route: &str, status: &str| {
+        testkit::process::metric_value(
+            &metrics,
+            &format!("api_http_requests_total{{route=\"{route}\",status=\"{status}\"}}"),
+        )
+        .unwrap_or(0)
+    };
+    assert_eq!(series("/gcd/{a}/{b}", "404"), 0, "{metrics}");
+    assert!(series("unmatched", "404") >= 8, "{metrics}");
+    assert!(series("/gcd/{a}/{b}", "200") >= 10, "{metrics}");
 }
 
 #[test]

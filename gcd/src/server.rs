@@ -67,10 +67,24 @@ impl Server {
         let health_service = health_service
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(gcd_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Both reflection versions: grpcurl before 1.8.8, Postman, Evans,
+        // grpcui and grpc-go's own client before 1.57 speak only v1alpha.
+        // Each lists every service, both reflection versions included.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .include_reflection_service(false)
+                .register_encoded_file_descriptor_set(gcd_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                )
+        };
+        let reflection_v1 = reflection()
             .build_v1()?
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()?
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let compute = GcdServiceServer::new(Gcd::new(metrics.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -78,7 +92,8 @@ impl Server {
         let mut routes = tonic::service::Routes::builder();
         routes
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(compute);
         let routes = routes.routes().prepare();
 

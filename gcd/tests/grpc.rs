@@ -80,14 +80,37 @@ fn compute_health_reflection_and_metrics() {
         };
         let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
         names.sort();
-        assert_eq!(
-            names,
-            [
-                "grpc.health.v1.Health",
-                "grpc.reflection.v1.ServerReflection",
-                "pb.GCDService"
-            ]
-        );
+        let all = [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "pb.GCDService",
+        ];
+        assert_eq!(names, all);
+
+        // The older protocol, which many tools still speak, lists the same.
+        use tonic_reflection::pb::v1alpha;
+        let request = v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+            ),
+        };
+        let mut replies =
+            v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone())
+                .server_reflection_info(tokio_stream::once(request))
+                .await
+                .unwrap()
+                .into_inner();
+        let reply = replies.message().await.unwrap().expect("one reply");
+        let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+            reply.message_response
+        else {
+            panic!("unexpected v1alpha reflection reply");
+        };
+        let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        names.sort();
+        assert_eq!(names, all);
 
         // What `grpcurl describe pb.GCDService` asks for.
         let symbol = MessageRequest::FileContainingSymbol("pb.GCDService".into());

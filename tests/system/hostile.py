@@ -43,7 +43,8 @@ COMPUTE = "/pb.GCDService/Compute"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
 REFLECTION = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
-GRPC_METHODS = (COMPUTE, HEALTH_CHECK, HEALTH_WATCH, REFLECTION)
+REFLECTION_V1ALPHA = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+GRPC_METHODS = (COMPUTE, HEALTH_CHECK, HEALTH_WATCH, REFLECTION, REFLECTION_V1ALPHA)
 COMPUTE_12_18 = b"\x08\x0c\x10\x12"  # GCDRequest{a: 12, b: 18}
 
 

@@ -10,8 +10,7 @@ Every test attacks one port of a fresh process, then asserts that:
   held (the documented bound: docs/memory-budget.md);
 and where the attack holds resources, that the server let go of them.
 
-The binaries are the shipped static x86_64 ones in dist/ (from
-scripts/build-arm.sh), or PI_GCD_BIN_DIR. With PI_GCD_HOSTILE_RECORD set,
+The binaries are the shipped static x86_64 ones (shipped.py). With PI_GCD_HOSTILE_RECORD set,
 each test appends its figures to that JSON-lines file
 (scripts/hostile-report.py turns them into results/hostile.md).
 """
@@ -22,76 +21,18 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
-import k8s_manifests as km
 import pytest
 
 import hostile as h
-from conftest import DIST, Service, http_get
+from conftest import http_get
+from shipped import Target, start
 
-BIN_DIR = Path(os.environ.get("PI_GCD_BIN_DIR", DIST / "x86_64-unknown-linux-musl"))
 # The documented bound: a legitimate client is answered within this while
 # any of these attacks holds (measured figures are far below it).
 LEGIT_BOUND_S = 5.0
 # Attacks need many sockets at once.
 OPEN_FILES = h.raise_open_files(16384)
-
-
-@dataclass
-class Target:
-    """A started binary, configured from its Deployment."""
-
-    name: str
-    service: Service
-    addr: tuple[str, int]
-    admin: tuple[str, int]
-    memory_limit: int
-    env: dict[str, str]
-
-    @property
-    def pid(self) -> int:
-        return self.service.proc.pid
-
-    def peak(self) -> int:
-        return h.vm_hwm(self.pid)
-
-    def log_value(self, key: str) -> int:
-        """A `key=value` number from the process's start-up log."""
-        for line in self.service.lines:
-            for token in line.split():
-                if token.startswith(f"{key}="):
-                    return int(token.split("=", 1)[1])
-        raise AssertionError(f"{self.name} logged no {key}; log:\n{self.service.log()}")
-
-
-def binary(name: str) -> Path:
-    path = BIN_DIR / name
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: run scripts/build-arm.sh (or set PI_GCD_BIN_DIR)", pytrace=False)
-    return path
-
-
-def start(name: str, extra_env: dict[str, str] | None = None) -> Target:
-    deployment = km.find(km.load(), "Deployment", name)
-    container = km.pod_spec(deployment)["containers"][0]
-    prefix = name.upper()
-    limit = int(km.memory_bytes(container["resources"]["limits"]["memory"]))
-    env = km.resolve_env(container)
-    env.update(
-        {
-            f"{prefix}_LISTEN": "127.0.0.1:0",
-            f"{prefix}_ADMIN_LISTEN": "127.0.0.1:0",
-            f"{prefix}_MEMORY_LIMIT": str(limit),
-            f"{prefix}_SHUTDOWN_DELAY_MS": "0",
-            "RUST_LOG": "info",
-        }
-    )
-    env.update(extra_env or {})
-    service = Service([str(binary(name))], env=env, name=name)
-    addr, admin = service.wait_listening()
-    return Target(name, service, addr, admin, limit, env)
 
 
 @pytest.fixture

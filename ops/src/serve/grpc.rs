@@ -36,6 +36,9 @@
 //!   for a client that does not read, and `write_timeout` how long it may
 //!   not read ([`GuardedIo`]). Message sizes are the services' own limits.
 //!
+//! A request whose content type is not `application/grpc[+proto]` is
+//! answered HTTP 415, as the gRPC over HTTP/2 spec says.
+//!
 //! h2 itself bounds what is left: rapid resets, streams reset for protocol
 //! errors, and PING or SETTINGS floods (it answers one at a time, reading
 //! nothing more until the answer is sent).
@@ -330,6 +333,11 @@ where
     type Future = CallFuture<S, B>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
+        if !is_grpc(request.headers()) {
+            return CallFuture::Answered {
+                response: Some(unsupported_media_type()),
+            };
+        }
         let limits = &self.port.limits;
         let (timeout, ours) = match grpc_timeout(request.headers()) {
             Some(theirs) if theirs < limits.call_timeout => (theirs, false),
@@ -543,6 +551,28 @@ fn status_response<B>(code: &'static str, message: &'static str) -> Response<Cal
     response
 }
 
+/// Whether the request says it carries gRPC with protobuf messages
+/// (`application/grpc`, `application/grpc+proto`, parameters allowed).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| {
+            let media = media.trim();
+            media.eq_ignore_ascii_case("application/grpc")
+                || media.eq_ignore_ascii_case("application/grpc+proto")
+        })
+}
+
+/// HTTP 415, as the gRPC over HTTP/2 spec says for any other content type,
+/// so that a plain HTTP client does not read a gRPC error as a success.
+fn unsupported_media_type<B>() -> Response<CallBody<B>> {
+    let mut response = Response::new(CallBody::empty());
+    *response.status_mut() = axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+    response
+}
+
 /// The client's deadline from `grpc-timeout` (at most 8 digits and a unit:
 /// Hours, Minutes, Seconds, milli, micro, nano), if it sent a valid one.
 fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
@@ -571,6 +601,31 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("grpc-timeout", HeaderValue::from_str(value).unwrap());
         grpc_timeout(&headers)
+    }
+
+    #[test]
+    fn only_grpc_with_protobuf_is_served() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+            is_grpc(&headers)
+        };
+        for ok in [
+            "application/grpc",
+            "application/grpc+proto",
+            "Application/GRPC; charset=x",
+        ] {
+            assert!(with(ok), "{ok}");
+        }
+        for not in [
+            "text/plain",
+            "application/grpc+json",
+            "application/grpc-web",
+            "application/json",
+        ] {
+            assert!(!with(not), "{not}");
+        }
+        assert!(!is_grpc(&HeaderMap::new()));
     }
 
     #[test]

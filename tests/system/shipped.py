@@ -1,0 +1,76 @@
+"""The shipped binaries, started the way the manifests start them.
+
+The binaries are the static x86_64 ones scripts/build-arm.sh puts in dist/,
+or those in PI_GCD_BIN_DIR (scripts/test.sh --host-only points it at a host
+release build). Each runs with its Deployment's env and memory limit, on
+ephemeral loopback ports, with no shutdown delay.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import k8s_manifests as km
+import pytest
+
+import hostile as h
+from conftest import DIST, Service
+
+BIN_DIR = Path(os.environ.get("PI_GCD_BIN_DIR", DIST / "x86_64-unknown-linux-musl"))
+
+
+@dataclass
+class Target:
+    """A started binary, configured from its Deployment."""
+
+    name: str
+    service: Service
+    addr: tuple[str, int]
+    admin: tuple[str, int]
+    memory_limit: int
+    env: dict[str, str]
+
+    @property
+    def pid(self) -> int:
+        return self.service.proc.pid
+
+    def peak(self) -> int:
+        return h.vm_hwm(self.pid)
+
+    def log_value(self, key: str) -> int:
+        """A `key=value` number from the process's start-up log."""
+        for line in self.service.lines:
+            for token in line.split():
+                if token.startswith(f"{key}="):
+                    return int(token.split("=", 1)[1])
+        raise AssertionError(f"{self.name} logged no {key}; log:\n{self.service.log()}")
+
+
+def binary(name: str) -> Path:
+    path = BIN_DIR / name
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: run scripts/build-arm.sh (or set PI_GCD_BIN_DIR)", pytrace=False)
+    return path
+
+
+def start(name: str, extra_env: dict[str, str] | None = None) -> Target:
+    deployment = km.find(km.load(), "Deployment", name)
+    container = km.pod_spec(deployment)["containers"][0]
+    prefix = name.upper()
+    limit = int(km.memory_bytes(container["resources"]["limits"]["memory"]))
+    env = km.resolve_env(container)
+    env.update(
+        {
+            f"{prefix}_LISTEN": "127.0.0.1:0",
+            f"{prefix}_ADMIN_LISTEN": "127.0.0.1:0",
+            f"{prefix}_MEMORY_LIMIT": str(limit),
+            f"{prefix}_SHUTDOWN_DELAY_MS": "0",
+            "RUST_LOG": "info",
+        }
+    )
+    env.update(extra_env or {})
+    service = Service([str(binary(name))], env=env, name=name)
+    addr, admin = service.wait_listening()
+    return Target(name, service, addr, admin, limit, env)
