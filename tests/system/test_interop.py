@@ -240,8 +240,8 @@ def test_grpc_go_client(gcd, go_peers):
 class GoReplica:
     """The grpc-go gcd replica, on a given or a free port."""
 
-    def __init__(self, go_peers, listen: str = "127.0.0.1:0", fail: bool = False):
-        args = [go_peers["gcdserver"], "-listen", listen, "-admin", "127.0.0.1:0", *(["-fail"] if fail else [])]
+    def __init__(self, go_peers, listen: str = "127.0.0.1:0", *flags: str):
+        args = [go_peers["gcdserver"], "-listen", listen, "-admin", "127.0.0.1:0", *flags]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = self.proc.stdout.readline()
         fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
@@ -267,6 +267,31 @@ def eventually(what: str, check, timeout: float = 10):
             return
         time.sleep(0.05)  # polling interval, not a readiness guess
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_api_through_a_grpc_go_replica(go_peers):
+    """The api in front of a grpc-go gcd alone: the same answers at the u64
+    boundaries, and its errors and slowness mapped to 502 and 504."""
+    replica = GoReplica(go_peers)
+    api = start("api", {"GCD_ADDR": target_of(replica.addr)})
+    try:
+        for a, b, expected in BOUNDARIES:
+            status, body = http_get(api.addr, f"/gcd/{a}/{b}")
+            assert (status, json.loads(body)) == (200, {"result": str(expected)}), (a, b, body)
+        assert replica.served() == len(BOUNDARIES)
+    finally:
+        api.service.kill()
+        replica.kill()
+    for flags, status in ((["-fail"], 502), (["-delay", "3s"], 504)):
+        replica = GoReplica(go_peers, "127.0.0.1:0", *flags)
+        api = start("api", {"GCD_ADDR": target_of(replica.addr)})
+        try:
+            answer, body = http_get(api.addr, "/gcd/12/18")
+            assert answer == status, (flags, answer, body)
+            assert "error" in json.loads(body)
+        finally:
+            api.service.kill()
+            replica.kill()
 
 
 def test_api_balances_over_a_grpc_go_replica_that_joins_and_leaves(gcd, go_peers):
@@ -339,11 +364,16 @@ def closed_port() -> tuple[str, int]:
         return sock.getsockname()
 
 
-@pytest.mark.parametrize("gcd_state", ["down", "failing"])
+# How gcd is made to fail, and what the api answers a valid request then.
+GCD_FAILURES = {"down": (None, 503), "failing": (["-fail"], 502), "slow": (["-delay", "3s"], 504)}
+
+
+@pytest.mark.parametrize("gcd_state", list(GCD_FAILURES))
 def test_the_only_server_errors_are_the_documented_ones(go_peers, gcd_state):
-    """With gcd unreachable (503) or answering errors (502), every response
-    still conforms to the document: no other 5xx."""
-    replica = GoReplica(go_peers, fail=True) if gcd_state == "failing" else None
+    """With gcd unreachable (503), answering errors (502) or too slow (504),
+    every response still conforms to the document: no other 5xx."""
+    flags, expected = GCD_FAILURES[gcd_state]
+    replica = GoReplica(go_peers, "127.0.0.1:0", *flags) if flags else None
     upstream = replica.addr if replica else closed_port()
     api = start("api", {"GCD_ADDR": target_of(upstream)})
     try:
@@ -352,7 +382,7 @@ def test_the_only_server_errors_are_the_documented_ones(go_peers, gcd_state):
             seconds=15,
         )
         status, _ = http_get(api.addr, "/gcd/12/18")
-        assert status == (502 if replica else 503)
+        assert status == expected
     finally:
         api.service.kill()
         if replica:

@@ -1,7 +1,8 @@
 // Command gcdserver is a gcd replica written with grpc-go, as the original
 // tutorial's was: pb.GCDService/Compute on -listen, and on -admin an HTTP
 // /count of the calls it served. With -fail it answers every call with an
-// INTERNAL error instead. SIGTERM stops it gracefully.
+// INTERNAL error instead, with -delay only after that long. SIGTERM stops it
+// gracefully.
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"os/signal"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -25,6 +27,7 @@ import (
 var (
 	served  uint64
 	failing = flag.Bool("fail", false, "answer every call with INTERNAL")
+	delay   = flag.Duration("delay", 0, "wait this long before answering")
 )
 
 func gcd(a, b uint64) uint64 {
@@ -34,12 +37,17 @@ func gcd(a, b uint64) uint64 {
 	return a
 }
 
-func compute(_ interface{}, _ context.Context, decode func(interface{}) error, _ grpc.UnaryServerInterceptor) (interface{}, error) {
+func compute(_ interface{}, ctx context.Context, decode func(interface{}) error, _ grpc.UnaryServerInterceptor) (interface{}, error) {
 	var in gcdwire.Request
 	if err := decode(&in); err != nil {
 		return nil, err
 	}
 	atomic.AddUint64(&served, 1)
+	select {
+	case <-time.After(*delay):
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	if *failing {
 		return nil, status.Error(codes.Internal, "failing on purpose")
 	}
