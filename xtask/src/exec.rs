@@ -1,0 +1,269 @@
+//! Carries out a plan, or prints it for `--dry-run` as shell a user could
+//! paste. Progress goes to stderr; a dry run's plan goes to stdout.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use crate::Error;
+use crate::plan::{Cmd, Step};
+
+pub fn log(message: &str) {
+    eprintln!("==> {message}");
+}
+
+pub fn run_all(steps: &[Step], dry_run: bool) -> Result<(), Error> {
+    for step in steps {
+        if dry_run {
+            if let Some(line) = describe(step) {
+                println!("{line}");
+            }
+        } else {
+            run(step)?;
+        }
+    }
+    Ok(())
+}
+
+fn run(step: &Step) -> Result<(), Error> {
+    match step {
+        Step::Log(message) => log(message),
+        Step::Run(cmd) => run_command(cmd)?,
+        Step::Write {
+            path,
+            contents,
+            executable,
+        } => {
+            let tmp = path.with_extension("tmp");
+            fs::write(&tmp, contents)
+                .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+            if *executable {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
+                    .map_err(|e| Error::io(format!("chmod {}", tmp.display()), e))?;
+            }
+            rename(&tmp, path)?;
+        }
+        Step::Stage { from, to, mtime } => stage(from, to, *mtime)?,
+        Step::Require { path, hint } => {
+            if !path.is_file() {
+                return Err(Error::MissingFile {
+                    path: path.display().to_string(),
+                    hint: hint.clone(),
+                });
+            }
+        }
+        Step::MakeDir(dir) => {
+            fs::create_dir_all(dir).map_err(|e| Error::io(format!("mkdir {}", dir.display()), e))?
+        }
+        Step::RemoveDir(dir) => match fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(format!("removing {}", dir.display()), e));
+            }
+            _ => {}
+        },
+    }
+    Ok(())
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), Error> {
+    fs::rename(from, to)
+        .map_err(|e| Error::io(format!("moving {} to {}", from.display(), to.display()), e))
+}
+
+/// Copies a binary next to its place, stamps its time, then moves it in, so
+/// a reader never sees half a file.
+fn stage(from: &Path, to: &Path, mtime: u64) -> Result<(), Error> {
+    if let Some(dir) = to.parent() {
+        fs::create_dir_all(dir).map_err(|e| Error::io(format!("mkdir {}", dir.display()), e))?;
+    }
+    let tmp = to.with_extension("tmp");
+    fs::copy(from, &tmp).map_err(|e| {
+        Error::io(
+            format!("copying {} (did the build make it?)", from.display()),
+            e,
+        )
+    })?;
+    let time = SystemTime::UNIX_EPOCH + Duration::from_secs(mtime);
+    fs::File::options()
+        .write(true)
+        .open(&tmp)
+        .and_then(|f| f.set_modified(time))
+        .map_err(|e| Error::io(format!("setting the time of {}", tmp.display()), e))?;
+    rename(&tmp, to)
+}
+
+fn run_command(cmd: &Cmd) -> Result<(), Error> {
+    let mut command = Command::new(&cmd.program);
+    command
+        .args(&cmd.args)
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)));
+    if cmd.quiet {
+        command.stdout(Stdio::null());
+    }
+    if cmd.may_fail {
+        command.stderr(Stdio::null());
+    }
+    let status = command.status().map_err(|source| Error::Spawn {
+        program: cmd.program.clone(),
+        source,
+    })?;
+    if status.success() || cmd.may_fail {
+        return Ok(());
+    }
+    let status = match status.code() {
+        Some(code) => format!("exit status {code}"),
+        None => "killed by a signal".into(),
+    };
+    Err(Error::Command {
+        command: shell_line(cmd),
+        status,
+        hint: cmd.hint.clone(),
+    })
+}
+
+/// A step as a line of shell (or a comment); `None` for nothing to show.
+pub fn describe(step: &Step) -> Option<String> {
+    Some(match step {
+        Step::Log(message) => format!("# {message}"),
+        Step::Run(cmd) => shell_line(cmd),
+        Step::Write {
+            path,
+            contents,
+            executable,
+        } => {
+            let mode = if *executable {
+                format!("\nchmod +x {}", quote(&path.display().to_string()))
+            } else {
+                String::new()
+            };
+            format!(
+                "cat > {} <<'EOF'\n{contents}EOF{mode}",
+                quote(&path.display().to_string())
+            )
+        }
+        Step::Stage { from, to, mtime } => format!(
+            "cp {} {}  # modification time set to @{mtime}",
+            quote(&from.display().to_string()),
+            quote(&to.display().to_string())
+        ),
+        Step::Require { path, .. } => format!("test -f {}", quote(&path.display().to_string())),
+        Step::MakeDir(dir) => format!("mkdir -p {}", quote(&dir.display().to_string())),
+        Step::RemoveDir(dir) => format!("rm -rf {}", quote(&dir.display().to_string())),
+    })
+}
+
+/// `ENV=value \` lines, then `program args`, quoted for a POSIX shell.
+pub fn shell_line(cmd: &Cmd) -> String {
+    // One variable a line: the daemonless build sets a dozen.
+    let mut line: String = cmd
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={} \\\n", quote(v)))
+        .collect();
+    let words: Vec<String> = std::iter::once(&cmd.program)
+        .chain(&cmd.args)
+        .map(|w| quote(w))
+        .collect();
+    line.push_str(&words.join(" "));
+    if cmd.quiet {
+        line.push_str(" >/dev/null");
+    }
+    if cmd.may_fail {
+        line.push_str(" 2>/dev/null || true");
+    }
+    line
+}
+
+/// Quotes a word for a POSIX shell only when it needs it.
+pub fn quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=,@%+".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_keeps_plain_words_and_protects_the_rest() {
+        assert_eq!(
+            quote("--platform=linux/arm/v7,linux/arm64"),
+            "--platform=linux/arm/v7,linux/arm64"
+        );
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("opt-level=\"z\""), "'opt-level=\"z\"'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn commands_print_as_shell() {
+        let mut cmd = Cmd::new("buildah", ["manifest", "rm", "x y"]);
+        cmd.env.push(("BUILDAH_ISOLATION".into(), "chroot".into()));
+        cmd.quiet = true;
+        cmd.may_fail = true;
+        assert_eq!(
+            shell_line(&cmd),
+            "BUILDAH_ISOLATION=chroot \\\nbuildah manifest rm 'x y' >/dev/null 2>/dev/null || true"
+        );
+    }
+
+    #[test]
+    fn steps_run_for_real() {
+        let dir = std::env::temp_dir().join(format!("xtask-exec-{}", std::process::id()));
+        let (src, dst) = (dir.join("built"), dir.join("dist").join("t").join("gcd"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(&src, b"\x7fELF").unwrap();
+        let steps = [
+            Step::Write {
+                path: dir.join("tool"),
+                contents: "#!/bin/sh\nexit 3\n".into(),
+                executable: true,
+            },
+            Step::Stage {
+                from: src.clone(),
+                to: dst.clone(),
+                mtime: 1_700_000_000,
+            },
+            Step::Require {
+                path: dst.clone(),
+                hint: String::new(),
+            },
+        ];
+        run_all(&steps, false).unwrap();
+        assert_eq!(fs::read(&dst).unwrap(), b"\x7fELF");
+        let modified = fs::metadata(&dst).unwrap().modified().unwrap();
+        assert_eq!(
+            modified,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        );
+        let failing = Cmd::new(dir.join("tool").display().to_string(), ["arg"]);
+        match run_all(&[Step::Run(failing.clone())], false) {
+            Err(Error::Command { status, .. }) => assert_eq!(status, "exit status 3"),
+            other => panic!("{other:?}"),
+        }
+        run_all(
+            &[Step::Run(Cmd {
+                may_fail: true,
+                ..failing
+            })],
+            false,
+        )
+        .unwrap();
+        let missing = Step::Require {
+            path: dir.join("nope"),
+            hint: "build it".into(),
+        };
+        assert!(matches!(
+            run_all(&[missing], false),
+            Err(Error::MissingFile { .. })
+        ));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,130 @@
+//! What this machine has: the one place that probes for tools, so route
+//! choice ([`crate::route`]) is a pure function of a [`Machine`].
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::options::Options;
+
+/// Where Debian's std sources (`rust-web-src`) live.
+pub const RUST_SRC: &str = "/usr/lib/rustlib/src/rust/library";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Docker {
+    pub installed: bool,
+    pub buildx: bool,
+    /// `docker info` answers: a daemon (or Docker Desktop, colima) runs.
+    pub daemon: bool,
+}
+
+impl Docker {
+    pub fn ready() -> Self {
+        Docker {
+            installed: true,
+            buildx: true,
+            daemon: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Machine {
+    pub cross: bool,
+    pub docker: Docker,
+    /// Debian's `rustc-web` (or `DEBIAN_RUSTC`), if executable.
+    pub debian_rustc: Option<PathBuf>,
+    /// Debian's `cargo-web` (or `DEBIAN_CARGO`), else any cargo on PATH.
+    pub build_std_cargo: Option<PathBuf>,
+    pub rust_src: bool,
+    pub zig: Option<PathBuf>,
+    pub python3: bool,
+    pub buildah: bool,
+}
+
+impl Machine {
+    pub fn probe(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Machine {
+        let path = env("PATH").unwrap_or_default();
+        let find = |name: &str| find_in_path(name, &path);
+        let executable = |p: PathBuf| is_executable(&p).then_some(p);
+        let docker = match find("docker") {
+            None => Docker::default(),
+            Some(docker) => Docker {
+                installed: true,
+                buildx: succeeds(Command::new(&docker).args(["buildx", "version"])),
+                daemon: succeeds(Command::new(&docker).arg("info")),
+            },
+        };
+        let debian_cargo = env("DEBIAN_CARGO").unwrap_or_else(|| "/usr/bin/cargo".into());
+        Machine {
+            cross: find("cross").is_some(),
+            docker,
+            debian_rustc: executable(
+                env("DEBIAN_RUSTC")
+                    .unwrap_or_else(|| "/usr/bin/rustc".into())
+                    .into(),
+            ),
+            build_std_cargo: executable(debian_cargo.into()).or_else(|| find("cargo")),
+            rust_src: Path::new(RUST_SRC).join("std").is_dir(),
+            zig: find("zig").or_else(|| zig_in_venv(&opts.cache.join("venv"))),
+            python3: find("python3").is_some(),
+            buildah: find("buildah").is_some(),
+        }
+    }
+}
+
+/// The first executable `name` in a PATH-style list.
+pub fn find_in_path(name: &str, path: &str) -> Option<PathBuf> {
+    std::env::split_paths(path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn succeeds(command: &mut Command) -> bool {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// zig from PyPI's `ziglang`, installed into the project venv by
+/// scripts/install-deps.sh.
+fn zig_in_venv(venv: &Path) -> Option<PathBuf> {
+    let out = Command::new(venv.join("bin").join("python"))
+        .args([
+            "-c",
+            "import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), 'zig'))",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let zig = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    (out.status.success() && is_executable(&zig)).then_some(zig)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_first_executable_on_the_path() {
+        let dir = std::env::temp_dir().join(format!("xtask-path-{}", std::process::id()));
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(a.join("tool"), "not executable").unwrap();
+        std::fs::write(b.join("tool"), "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(b.join("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!("{}:{}", a.display(), b.display());
+        assert_eq!(find_in_path("tool", &path), Some(b.join("tool")));
+        assert_eq!(find_in_path("other", &path), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
