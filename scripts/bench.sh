@@ -188,17 +188,6 @@ field() { printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
 
 ms() { awk -v us="$1" 'BEGIN {printf "%.2f", us / 1000}'; }
 
-cat >"$TMP/report.lua" <<'EOF'
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "wrk: requests=%d seconds=%.3f rps=%.1f p50_us=%d p90_us=%d p99_us=%d max_us=%d errors=%d non2xx=%d\n",
-    summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-    e.connect + e.read + e.write + e.timeout, e.status))
-end
-EOF
-
 CLK_TCK=$(getconf CLK_TCK)
 # cpu_ticks PID...: user + system CPU ticks used so far by all PIDs.
 cpu_ticks() {
@@ -251,7 +240,7 @@ measure() {
 }
 
 # wrk_run URL: the measured wrk run.
-wrk_run() { wrk "${WRK_ARGS[@]}" -d"${duration}s" -s "$TMP/report.lua" "$1"; }
+wrk_run() { wrk "${WRK_ARGS[@]}" -d"${duration}s" -s bench/wrk-report.lua "$1"; }
 
 MEMORY=()
 # mem_row SCENARIO BINSET PROCESS PID IDLE GOAL_IDLE GOAL_PEAK: a memory row.

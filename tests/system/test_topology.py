@@ -148,8 +148,13 @@ def podman(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images(podman, manifests):
-    """Loads the amd64 image of each service from dist/images into podman,
-    under the name the manifests use (normalized as containerd does)."""
+    return load_images(podman, manifests)
+
+
+def load_images(podman: Podman, manifests: dict[str, km.Obj]) -> dict[str, str]:
+    """Loads this machine's image of each service from dist/images into
+    podman, under the name the manifests use (normalized as containerd
+    does)."""
     loaded = {}
     for name, deployment in manifests.items():
         archive = IMAGES_DIR / f"{name}.oci.tar"

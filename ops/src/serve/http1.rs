@@ -10,9 +10,10 @@
 //!   timeout;
 //! - a response that the client does not read within `write_timeout` ends
 //!   the connection ([`GuardedIo`]);
-//! - a connection older than `max_connection_age` is told to close after its
-//!   current response (`Connection: close`), so no client keeps a slot, or
-//!   one replica of a load-balanced Service, for ever;
+//! - a connection older than `max_connection_age` gets `Connection: close`
+//!   on its next response, so no client keeps a slot, or one replica of a
+//!   load-balanced Service, for ever (never closed while idle, which would
+//!   race with the client's next request);
 //! - a client may half-close after its request (`shutdown(SHUT_WR)`, as
 //!   `nc -N` does) and still gets its answer;
 //! - requests that break HTTP/1.1 framing rules hyper leaves to us are
@@ -26,7 +27,10 @@
 use std::{
     convert::Infallible,
     future::{Ready, ready},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -91,13 +95,15 @@ pub async fn serve(
         shutdown,
         move |stream, slot| {
             let io = GuardedIo::http1(stream, limits.write_timeout);
+            let close_next = Arc::new(AtomicBool::new(false));
             let service = Http1Service {
                 router: router.clone(),
                 max_target_bytes: limits.max_target_bytes,
                 activity: slot.activity.clone(),
+                close_next: close_next.clone(),
             };
             let connection = http.serve_connection(TokioIo::new(io), service);
-            drive(connection, limits, slot)
+            drive(connection, close_next, limits, slot)
         },
     )
     .await;
@@ -105,6 +111,7 @@ pub async fn serve(
 
 async fn drive(
     connection: http1::Connection<TokioIo<GuardedIo>, Http1Service>,
+    close_next: Arc<AtomicBool>,
     limits: Limits,
     mut slot: Slot,
 ) {
@@ -115,7 +122,21 @@ async fn drive(
             return tracing::debug!("connection evicted for a new one");
         }
         () = slot.stopping.wait() => "server stopping",
-        () = tokio::time::sleep(limits.max_connection_age) => "max connection age",
+        () = tokio::time::sleep(limits.max_connection_age) => {
+            // Old enough: the next response says `Connection: close` and
+            // hyper closes after it. Closing now instead would race with a
+            // request the client may be sending on the idle connection, and
+            // that request would fail. A client that sends nothing more is
+            // closed by the keep-alive idle timeout.
+            close_next.store(true, Ordering::Relaxed);
+            tokio::select! {
+                result = &mut connection => return log_end(result),
+                () = slot.activity.evicted() => {
+                    return tracing::debug!("connection evicted for a new one");
+                }
+                () = slot.stopping.wait() => "server stopping",
+            }
+        }
     };
     tracing::trace!(
         reason = closing,
@@ -143,6 +164,8 @@ struct Http1Service {
     router: Router,
     max_target_bytes: usize,
     activity: Arc<Activity>,
+    /// Set when the connection should end after its next response.
+    close_next: Arc<AtomicBool>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Http1Service {
@@ -151,24 +174,51 @@ impl hyper::service::Service<Request<Incoming>> for Http1Service {
     type Future = Http1Call;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        match refusal(&request, self.max_target_bytes) {
-            Some(response) => Http1Call::Refused {
+        let answer = match refusal(&request, self.max_target_bytes) {
+            Some(response) => Answer::Refused {
                 response: ready(Ok(response)),
             },
-            None => Http1Call::Routed {
+            None => Answer::Routed {
                 in_flight: self.activity.start(),
                 call: self.router.clone().oneshot(request),
             },
+        };
+        Http1Call {
+            close_next: self.close_next.clone(),
+            answer,
         }
     }
 }
 
 pin_project_lite::pin_project! {
+    /// An answer, with `Connection: close` once the connection is to end.
+    struct Http1Call {
+        close_next: Arc<AtomicBool>,
+        #[pin]
+        answer: Answer,
+    }
+}
+
+pin_project_lite::pin_project! {
     /// A refusal answered at once, or the router's answer.
-    #[project = Http1CallProjection]
-    enum Http1Call {
+    #[project = AnswerProjection]
+    enum Answer {
         Refused { #[pin] response: Ready<Result<Response<Body>, Infallible>> },
         Routed { in_flight: InFlight, #[pin] call: Oneshot<Router, Request<Incoming>> },
+    }
+}
+
+impl std::future::Future for Answer {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.project() {
+            AnswerProjection::Refused { response } => response.poll(cx),
+            AnswerProjection::Routed { call, .. } => call.poll(cx),
+        }
     }
 }
 
@@ -179,10 +229,14 @@ impl std::future::Future for Http1Call {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        match self.project() {
-            Http1CallProjection::Refused { response } => response.poll(cx),
-            Http1CallProjection::Routed { call, .. } => call.poll(cx),
+        let this = self.project();
+        let Ok(mut response) = std::task::ready!(this.answer.poll(cx));
+        if this.close_next.load(Ordering::Relaxed) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        std::task::Poll::Ready(Ok(response))
     }
 }
 
