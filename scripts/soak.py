@@ -143,14 +143,14 @@ def main() -> int:
                 line = next((ln for ln in out.stdout.splitlines() if ln.startswith("wrk: ")), "")
                 if not line:
                     raise SystemExit(f"wrk printed no figures:\n{out.stdout}\n{out.stderr}")
-                gcd_rss = [cluster.rss_kib(p) for p in cluster.ready_gcds()]
+                gcd_rss = [rss for p in cluster.ready_gcds() if (rss := cluster.rss_kib(p))]
                 rows.append({
                     "minute": minute,
                     "requests": int(field(line, "requests")),
                     "failed": int(field(line, "errors") + field(line, "non2xx")),
                     "rps": field(line, "rps"),
                     "p99_ms": field(line, "p99_us") / 1000,
-                    "api_rss": cluster.rss_kib(api),
+                    "api_rss": cluster.rss_kib(api) or 0,
                     "gcd_rss": max(gcd_rss) if gcd_rss else 0,
                     "addresses": len(churn.addresses),
                     "replicas": metric(api.ports["admin"], "api_gcd_replicas"),

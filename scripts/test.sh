@@ -11,8 +11,10 @@
 #      the manifests' topology run with the real images, hostile clients
 #      against the shipped binaries and images (docs/memory-budget.md), and
 #      the gRPC peers users run (grpc-go, grpcio), schemathesis against
-#      api/openapi.yaml, and build-arm.sh on a laptop's cross + buildx route
-#      (stand-ins) with GNU and BSD tools.
+#      api/openapi.yaml, rollouts, scaling, an api replaced and a gcd killed
+#      under load (tests/system/cluster.py plays the control plane), and
+#      build-arm.sh on a laptop's cross + buildx route (stand-ins) with GNU
+#      and BSD tools.
 # --host-only stops after step 3, checks the manifests and runs the
 # hostile-client and interop tests against a host release build: a few
 # minutes.
@@ -29,7 +31,7 @@ for arg in "$@"; do
     --no-install) install=0 ;;
     --host-only) host_only=1 ;;
     -h | --help)
-      sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) die "unknown argument: $arg (see --help)" ;;

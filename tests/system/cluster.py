@@ -251,13 +251,17 @@ class Cluster:
                 on_step(pod, fresh)
         return new
 
-    def rss_kib(self, pod: Pod) -> int:
-        pid = self.podman("inspect", "--format", "{{.State.Pid}}", pod.name)
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
+    def rss_kib(self, pod: Pod) -> int | None:
+        """The pod's process's resident memory; None once it has exited."""
+        pid = self.podman("inspect", "--format", "{{.State.Pid}}", pod.name, check=False)
+        try:
+            with open(f"/proc/{int(pid)}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:") and int(pid) > 0:
+                        return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        return None
 
     def served(self, pod: Pod) -> float:
         return metric(pod.ports["admin"], "gcd_compute_requests_total")
