@@ -3,8 +3,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::options::Options;
+
+/// How long `docker info` and the like may take before the tool counts as
+/// not working.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Where Debian's std sources (`rust-web-src`) live.
 pub const RUST_SRC: &str = "/usr/lib/rustlib/src/rust/library";
@@ -84,13 +89,27 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// Whether a probe command exits 0 within [`PROBE_TIMEOUT`]; one that
+/// hangs (a Docker Desktop still starting) counts as a failure and is killed.
 fn succeeds(command: &mut Command) -> bool {
-    command
+    let spawned = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+        .spawn();
+    let Ok(mut child) = spawned else { return false };
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
 }
 
 /// zig from PyPI's `ziglang`, installed into the project venv by
@@ -126,5 +145,12 @@ mod tests {
         assert_eq!(find_in_path("tool", &path), Some(b.join("tool")));
         assert_eq!(find_in_path("other", &path), None);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn probes_report_exit_status() {
+        assert!(succeeds(Command::new("sh").args(["-c", "exit 0"])));
+        assert!(!succeeds(Command::new("sh").args(["-c", "exit 1"])));
+        assert!(!succeeds(&mut Command::new("/nonexistent/docker")));
     }
 }
