@@ -2,7 +2,7 @@
 """Churn soak: load through the api at the bench's full rate while gcd
 replicas are rolled, scaled and killed, then a results file.
 
-    scripts/soak.py [--minutes 10] [--out results/soak.md]
+    scripts/soak.py [--minutes 10] [--out results/soak.md] [--no-churn]
 
 Runs the manifests' topology under podman as tests/system/test_rollouts.py
 does (tests/system/cluster.py plays the control plane: endpoints in DNS
@@ -117,6 +117,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--out", type=Path, default=REPO / "results" / "soak.md")
+    parser.add_argument("--no-churn", action="store_true",
+                        help="the same load with three steady replicas: a baseline for the memory figures")
     args = parser.parse_args()
     if not 1 <= args.minutes <= 120:
         parser.error("--minutes must be within 1..=120")
@@ -135,7 +137,8 @@ def main() -> int:
             api = cluster.start("api")
             cluster.wait_ready(api)
             churn.note()
-            churn.start()
+            if not args.no_churn:
+                churn.start()
             url = f"http://127.0.0.1:{api.ports['http']}/gcd/12/18"
             for minute in range(1, args.minutes + 1):
                 out = subprocess.run(["wrk", "-t2", "-c32", "-d60s", "-s", str(REPO / "bench" / "wrk-report.lua"), url],
@@ -161,16 +164,17 @@ def main() -> int:
                     break
         finally:
             churn.stop.set()
-            churn.join(timeout=180)
+            if churn.is_alive():
+                churn.join(timeout=180)
             cluster.close()
 
-    write(args.out, rows, churn, args.minutes)
+    write(args.out, rows, churn, args.minutes, churning=not args.no_churn)
     print(f"==> wrote {args.out}", file=sys.stderr)
     failed = sum(r["failed"] for r in rows)
     return 1 if failed or churn.error or len(rows) < args.minutes else 0
 
 
-def write(path: Path, rows: list[dict], churn: Churn, minutes: int) -> None:
+def write(path: Path, rows: list[dict], churn: Churn, minutes: int, churning: bool) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip() or "unknown"
     served, failed = sum(r["requests"] for r in rows), sum(r["failed"] for r in rows)
@@ -185,6 +189,7 @@ def write(path: Path, rows: list[dict], churn: Churn, minutes: int) -> None:
         "replicas under podman with the manifests' env, uid and memory limits, while a schedule repeats a",
         f"rolling update of all gcd replicas, twice a scale 3 -> 9 -> 3 and a SIGKILL with replacement (DNS cache {DNS_TTL_S} s,",
         "the api re-resolving at the manifests' interval). Failed = wrk's socket errors + non-2xx answers.",
+        *([] if churning else ["", "**Baseline run (`--no-churn`): three steady replicas, no schedule.**"]),
         "",
         f"- requests served: {served:,}; failed: {failed} (goal 0)",
         f"- operations: " + ", ".join(f"{k} {v}" for k, v in churn.operations.items()),
