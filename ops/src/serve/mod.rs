@@ -137,6 +137,8 @@ pub struct Activity {
     /// Milliseconds after `epoch` of the last request start or end, or
     /// [`Activity::NEVER`].
     last_active_ms: AtomicU64,
+    /// Milliseconds after `epoch` when the connection was accepted.
+    accepted_ms: u64,
     in_flight: AtomicUsize,
     /// Streams meant to stay open (gRPC health `Watch`) once their request
     /// has arrived: they keep a connection from being idle, but are not
@@ -152,6 +154,7 @@ impl Activity {
         Self {
             epoch,
             last_active_ms: AtomicU64::new(Self::NEVER),
+            accepted_ms: u64::try_from(epoch.elapsed().as_millis()).unwrap_or(Self::NEVER - 1),
             in_flight: AtomicUsize::new(0),
             long_lived: AtomicUsize::new(0),
             evict: Notify::new(),
@@ -207,7 +210,9 @@ impl Activity {
 
     /// Eviction order, lowest first: never used, then idle, then only
     /// long-lived streams open, then anything; within each, the least
-    /// recently active.
+    /// recently active, and among the never used the longest accepted (a
+    /// connection accepted a moment ago may not have been read yet: it must
+    /// not go before the ones that had their chance).
     fn eviction_rank(&self) -> (u8, u64) {
         let last = self.last_active_ms.load(Ordering::Relaxed);
         let class = if last == Self::NEVER {
@@ -219,7 +224,14 @@ impl Activity {
         } else {
             3
         };
-        (class, if last == Self::NEVER { 0 } else { last })
+        (
+            class,
+            if last == Self::NEVER {
+                self.accepted_ms
+            } else {
+                last
+            },
+        )
     }
 }
 
@@ -410,6 +422,11 @@ pub async fn accept_loop<F, Fut>(
             connection.await;
             drop(place);
         });
+        // Let the new connection (and every other) run before the next
+        // accept: under a flood of connections on few worker threads, a
+        // client's request must get read before newer arrivals can push
+        // its connection out as never used.
+        tokio::task::yield_now().await;
     }
     drop(listener);
     let _ = stop.send(true);
@@ -443,6 +460,24 @@ mod tests {
         slots.evict_one();
         assert!(is_notified(&idle));
         assert!(!is_notified(&busy));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn among_never_used_connections_the_longest_accepted_goes_first() {
+        let slots = Arc::new(Slots::new(2));
+        let take = || slots.take(slots.permits.clone().try_acquire_owned().unwrap());
+        let (first_place, _) = take();
+        let (_older_place, older) = take();
+        drop(first_place);
+        tokio::time::advance(Duration::from_millis(10)).await;
+        // Takes the freed first place, so it comes first in the port's list.
+        let (_newer_place, newer) = take();
+        slots.evict_one();
+        assert!(
+            is_notified(&older),
+            "the longer accepted silent connection goes first"
+        );
+        assert!(!is_notified(&newer));
     }
 
     fn is_notified(activity: &Activity) -> bool {
