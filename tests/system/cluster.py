@@ -33,7 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import k8s_manifests as km
-from test_topology import Podman, http_get, metric, port_of, run_args, wait_for
+from test_topology import Podman, http_get, metric, port_of, run_args
 
 DNS_TTL_S = 5  # CoreDNS's answers for a headless Service on k3s
 
@@ -237,7 +237,7 @@ class Cluster:
         assert pod.exit_code, f"{pod.name} did not exit within its grace period"
         return pod.exit_code[0]
 
-    def rolling_update_gcd(self, on_step=None) -> list[Pod]:
+    def rolling_update_gcd(self) -> list[Pod]:
         """maxSurge 1, maxUnavailable 0, minReadySeconds: one new pod ready
         and available, then one old pod terminated, until none is left."""
         old = list(self.ready_gcds())
@@ -247,8 +247,6 @@ class Cluster:
             new.append(fresh)
             time.sleep(self.min_ready_s)  # the controller's minReadySeconds timer
             self.terminate(pod)
-            if on_step:
-                on_step(pod, fresh)
         return new
 
     def rss_kib(self, pod: Pod) -> int | None:
@@ -276,5 +274,3 @@ class Cluster:
         finally:
             self.podman("network", "rm", "--force", self.network, timeout=60)
 
-
-__all__ = ["Cluster", "ServiceDns", "DNS_TTL_S", "wait_for", "metric", "http_get"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import subprocess
 import threading
 import time
 
@@ -26,18 +27,16 @@ class Load:
     finds its reused connection closed before any answer is sent again on a
     new one. Anything else that is not the right answer is a failure."""
 
-    def __init__(self, endpoints: list[int], clients: int = 4, max_seconds: float = 240, record: bool = False):
+    def __init__(self, endpoints: list[int], clients: int = 4, max_seconds: float = 240):
         self.endpoints = list(endpoints)
         self.clients = clients
         self.max_seconds = max_seconds
-        self.record = record
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.epoch = time.monotonic()
         self.sent = 0
         self.retried = 0
         self.failures: list[str] = []
-        self.samples: list[tuple[float, float, bool]] = []  # (at, seconds, ok) when recording
         self.picks = 0
         self.threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(clients)]
 
@@ -92,8 +91,6 @@ class Load:
                 self.sent += 1
                 if failure:
                     self.failures.append(f"/gcd/{a}/{b}: {failure} (at {started - self.epoch:.3f} s, took {took:.3f} s)")
-                if self.record:
-                    self.samples.append((started - self.epoch, took, failure is None))
         if conn is not None:
             conn.close()
 
@@ -135,8 +132,6 @@ def cluster(podman, images, manifests):  # noqa: F811 (fixtures)
 
 
 def subprocess_logs(cluster: Cluster, pod: Pod) -> str:
-    import subprocess
-
     out = subprocess.run([*cluster.podman.prefix, "logs", pod.name], capture_output=True, text=True,
                          timeout=60, env=cluster.podman.env)
     return out.stdout + out.stderr

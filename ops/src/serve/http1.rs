@@ -116,32 +116,26 @@ async fn drive(
     mut slot: Slot,
 ) {
     tokio::pin!(connection);
-    let closing = tokio::select! {
-        result = &mut connection => return log_end(result),
-        () = slot.activity.evicted() => {
-            return tracing::debug!("connection evicted for a new one");
-        }
-        () = slot.stopping.wait() => "server stopping",
-        () = tokio::time::sleep(limits.max_connection_age) => {
+    let too_old = tokio::time::sleep(limits.max_connection_age);
+    tokio::pin!(too_old);
+    loop {
+        tokio::select! {
+            result = &mut connection => return log_end(result),
+            () = slot.activity.evicted() => {
+                return tracing::debug!("connection evicted for a new one");
+            }
+            () = slot.stopping.wait() => break,
             // Old enough: the next response says `Connection: close` and
             // hyper closes after it. Closing now instead would race with a
             // request the client may be sending on the idle connection, and
             // that request would fail. A client that sends nothing more is
             // closed by the keep-alive idle timeout.
-            close_next.store(true, Ordering::Relaxed);
-            tokio::select! {
-                result = &mut connection => return log_end(result),
-                () = slot.activity.evicted() => {
-                    return tracing::debug!("connection evicted for a new one");
-                }
-                () = slot.stopping.wait() => "server stopping",
+            () = &mut too_old, if !close_next.load(Ordering::Relaxed) => {
+                close_next.store(true, Ordering::Relaxed);
             }
         }
-    };
-    tracing::trace!(
-        reason = closing,
-        "closing connection after its current request"
-    );
+    }
+    tracing::trace!("server stopping: closing connection after its current request");
     connection.as_mut().graceful_shutdown();
     tokio::select! {
         result = tokio::time::timeout(limits.close_grace(), connection) => match result {
