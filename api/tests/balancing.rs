@@ -11,11 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use api::{
-    Server,
-    config::{Args, Config},
-    resolve::{Resolution, Resolve, Target},
-};
+mod common;
+
+use common::{InProcessApi, ScriptedResolver};
 use testkit::{eventually, fake_gcd::SilentGcd, http::get, process::Service};
 
 const COMPUTED: &str = "gcd_compute_requests_total";
@@ -201,26 +199,6 @@ fn all_replicas_down_is_503_then_recovers_on_the_same_address() {
     );
 }
 
-/// A resolver the test controls: one name, whatever addresses it is told.
-#[derive(Default)]
-struct ScriptedResolver {
-    answer: Mutex<Vec<SocketAddr>>,
-}
-
-impl ScriptedResolver {
-    fn answer(&self, addrs: &[SocketAddr]) {
-        *self.answer.lock().unwrap() = addrs.to_vec();
-    }
-}
-
-impl Resolve for ScriptedResolver {
-    fn resolve<'a>(&'a self, target: &'a Target) -> Resolution<'a> {
-        assert_eq!(target.to_string(), "gcd-service:3000");
-        let addrs = self.answer.lock().unwrap().clone();
-        Box::pin(async move { Ok(addrs) })
-    }
-}
-
 /// The api library with an injected resolver: one name stands for a
 /// changing set of real gcd replicas, as a headless Service does.
 #[test]
@@ -228,26 +206,8 @@ fn replicas_that_appear_or_vanish_are_picked_up_without_restart() {
     let replicas = start_replicas(3);
     let resolver = Arc::new(ScriptedResolver::default());
     resolver.answer(&[replicas[0].addr]);
-
-    let config = Config::from_args(
-        Args {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            admin_listen: Some("127.0.0.1:0".parse().unwrap()),
-            gcd: Some("gcd-service:3000".into()),
-            resolve_interval_ms: Some(50),
-            ..Args::default()
-        },
-        1 << 20,
-    )
-    .unwrap();
-
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let lifecycle = ops::Lifecycle::new();
-    let server = runtime
-        .block_on(Server::bind_with_resolver(config, resolver.clone()))
-        .unwrap();
-    let (api, admin) = (server.public_addr(), server.admin_addr());
-    let running = runtime.spawn(server.run(lifecycle.clone()));
+    let api = InProcessApi::start(resolver.clone(), 50);
+    let admin = api.admin_addr;
 
     let balanced_over = |count: u64| {
         eventually(
@@ -269,7 +229,7 @@ fn replicas_that_appear_or_vanish_are_picked_up_without_restart() {
 
     balanced_over(1);
     for _ in 0..30 {
-        assert_ok(api);
+        assert_ok(api.addr);
     }
     assert_eq!(counts(), [30, 0, 0]);
 
@@ -277,7 +237,7 @@ fn replicas_that_appear_or_vanish_are_picked_up_without_restart() {
     resolver.answer(&[replicas[0].addr, replicas[1].addr, replicas[2].addr]);
     balanced_over(3);
     for _ in 0..30 {
-        assert_ok(api);
+        assert_ok(api.addr);
     }
     assert_eq!(counts(), [40, 10, 10]);
 
@@ -285,10 +245,9 @@ fn replicas_that_appear_or_vanish_are_picked_up_without_restart() {
     resolver.answer(&[replicas[1].addr, replicas[2].addr]);
     balanced_over(2);
     for _ in 0..30 {
-        assert_ok(api);
+        assert_ok(api.addr);
     }
     assert_eq!(counts(), [40, 25, 25]);
 
-    lifecycle.advance(ops::Phase::Stopping);
-    runtime.block_on(running).unwrap().unwrap();
+    api.stop();
 }

@@ -1,0 +1,84 @@
+//! Shared by the integration tests that run the api library in-process
+//! with a resolver the test controls, as a headless Service's DNS would
+//! answer. Each test binary uses a part of it.
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use api::{
+    Server,
+    config::{Args, Config},
+    resolve::{Resolution, Resolve, Target},
+};
+
+/// The one name the in-process api is given.
+pub const SERVICE: &str = "gcd-service:3000";
+
+/// A resolver the test controls: one name, whatever addresses it is told.
+#[derive(Default)]
+pub struct ScriptedResolver {
+    answer: Mutex<Vec<SocketAddr>>,
+}
+
+impl ScriptedResolver {
+    pub fn answer(&self, addrs: &[SocketAddr]) {
+        *self.answer.lock().unwrap() = addrs.to_vec();
+    }
+}
+
+impl Resolve for ScriptedResolver {
+    fn resolve<'a>(&'a self, target: &'a Target) -> Resolution<'a> {
+        assert_eq!(target.to_string(), SERVICE);
+        let addrs = self.answer.lock().unwrap().clone();
+        Box::pin(async move { Ok(addrs) })
+    }
+}
+
+/// The api library serving on ephemeral loopback ports, resolving
+/// [`SERVICE`] through `resolver` every `resolve_interval_ms`.
+pub struct InProcessApi {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    lifecycle: ops::Lifecycle,
+    running: tokio::task::JoinHandle<Result<(), api::ServerError>>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl InProcessApi {
+    pub fn start(resolver: Arc<ScriptedResolver>, resolve_interval_ms: u64) -> Self {
+        let config = Config::from_args(
+            Args {
+                listen: Some("127.0.0.1:0".parse().unwrap()),
+                admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+                gcd: Some(SERVICE.into()),
+                resolve_interval_ms: Some(resolve_interval_ms),
+                ..Args::default()
+            },
+            1 << 20,
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let lifecycle = ops::Lifecycle::new();
+        let server = runtime
+            .block_on(Server::bind_with_resolver(config, resolver))
+            .unwrap();
+        let (addr, admin_addr) = (server.public_addr(), server.admin_addr());
+        let running = runtime.spawn(server.run(lifecycle.clone()));
+        Self {
+            addr,
+            admin_addr,
+            lifecycle,
+            running,
+            runtime,
+        }
+    }
+
+    /// Stops the api as SIGTERM would and waits for a clean exit.
+    pub fn stop(self) {
+        self.lifecycle.advance(ops::Phase::Stopping);
+        self.runtime.block_on(self.running).unwrap().unwrap();
+    }
+}
