@@ -202,8 +202,8 @@ def write(path: Path, rows: list[dict], churn: Churn, minutes: int, churning: bo
         f"- api RSS: first minute {first} KiB, last minute {last} KiB ({growth:+.1f} %; goal within 10 %)",
         f"- api RSS over the second half: minute {half['minute']} {half['api_rss']} KiB, last minute {last} KiB "
         f"({later_growth:+.1f} %)",
-        "- RSS counts the free memory musl's allocator keeps for reuse (it grows, more and more slowly, to the",
-        "  peak of each allocation size); the live heap does not grow with departed replicas, asserted by",
+        "- RSS counts the free memory musl's allocator keeps for reuse (it grows, more and more slowly, towards",
+        "  the sum of every allocation size's peak); the live heap does not grow with departed replicas, asserted by",
         "  `api/tests/departed_replicas.rs` (100 replicas rolled through, within 40 bytes each)",
         f"- gcd RSS (largest replica): median {statistics.median(r['gcd_rss'] for r in rows)} KiB",
     ]
