@@ -5,6 +5,10 @@
 #   - direct gRPC against one gcd with grpc-load (bench/, our load client);
 #   - a ceiling: the same wrk against http-ceiling (bench/), the api's HTTP
 #     stack answering a fixed body with no gRPC hop, i.e. this machine's limit;
+#   - CPU time per request of each process, user and system apart (/proc);
+#   - user-space instructions per request under callgrind
+#     (scripts/instructions.py), the figure that does not move with the
+#     machine's load;
 #   - idle and after-load memory (VmRSS, and VmHWM = peak) of every process;
 #   - start-up time from exec to the first successful request (startup-probe).
 # Figures are medians of --runs runs. It builds the release binaries first.
@@ -30,7 +34,7 @@
 #   --out FILE       where to write the results (default results/bench.md)
 #   --source TEXT    what was measured, for the results (default: git commit)
 #   -h, --help       this text
-# Needs wrk and curl (scripts/install-deps.sh installs them).
+# Needs wrk, curl and valgrind (scripts/install-deps.sh installs them).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -189,14 +193,16 @@ field() { printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
 ms() { awk -v us="$1" 'BEGIN {printf "%.2f", us / 1000}'; }
 
 CLK_TCK=$(getconf CLK_TCK)
-# cpu_ticks PID...: user + system CPU ticks used so far by all PIDs.
+# cpu_ticks PID...: "USER SYSTEM", the CPU ticks used so far by all PIDs.
 cpu_ticks() {
-  local pid total=0
+  local pid user=0 system=0 u s
   for pid in "$@"; do
     [ -n "$pid" ] || continue
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    read -r u s < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    user=$((user + u))
+    system=$((system + s))
   done
-  echo "$total"
+  echo "$user $system"
 }
 # us_per REQUESTS TICKS: CPU microseconds per request.
 us_per() { awk -v r="$1" -v t="$2" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", r ? t * 1e6 / hz / r : 0}'; }
@@ -206,22 +212,43 @@ THROUGHPUT=()
 # (api or http-ceiling) and the gcd replicas.
 FRONT_PIDS=()
 GCD_PIDS=()
+# cpu_cell PIDS_COUNT TOTALS USERS SYSTEMS: "-" without processes, else the
+# median CPU µs per request with the medians of its user and system parts.
+cpu_cell() {
+  local total user system
+  read -r -a total <<<"$2"
+  read -r -a user <<<"$3"
+  read -r -a system <<<"$4"
+  if [ "$1" -eq 0 ]; then
+    echo "-"
+  else
+    echo "$(median "${total[@]}") ($(median "${user[@]}") + $(median "${system[@]}"))"
+  fi
+}
+
 # measure KIND LABEL BINS CMD...: runs CMD --runs times after a warm-up, and
-# adds a row with the median req/s, p50, p99 and CPU per request to
-# THROUGHPUT. CMD prints a "wrk:" or "grpc-load:" key=value line.
+# adds a row with the median req/s, p50, p99 and CPU per request (user and
+# system apart) to THROUGHPUT. CMD prints a "wrk:" or "grpc-load:" key=value
+# line.
 measure() {
   local kind=$1 label=$2 binset=$3
   shift 3
-  local rps=() p50=() p99=() front_us=() gcd_us=() bad=0 line i errors non2xx f0 g0 f1 g1 n
+  local rps=() p50=() p99=() bad=0 line i errors non2xx n
+  local front_us=() front_user=() front_sys=() gcd_us=() gcd_user=() gcd_sys=()
+  local fu0 fs0 gu0 gs0 fu1 fs1 gu1 gs1
   for ((i = 1; i <= runs; i++)); do
-    f0=$(cpu_ticks "${FRONT_PIDS[@]}")
-    g0=$(cpu_ticks "${GCD_PIDS[@]}")
+    read -r fu0 fs0 < <(cpu_ticks "${FRONT_PIDS[@]}")
+    read -r gu0 gs0 < <(cpu_ticks "${GCD_PIDS[@]}")
     line=$("$@" | grep -E '^(wrk|grpc-load): ') || die "$label: no figures from $1"
-    f1=$(cpu_ticks "${FRONT_PIDS[@]}")
-    g1=$(cpu_ticks "${GCD_PIDS[@]}")
+    read -r fu1 fs1 < <(cpu_ticks "${FRONT_PIDS[@]}")
+    read -r gu1 gs1 < <(cpu_ticks "${GCD_PIDS[@]}")
     n=$(field requests "$line")
-    front_us+=("$(us_per "$n" $((f1 - f0)))")
-    gcd_us+=("$(us_per "$n" $((g1 - g0)))")
+    front_us+=("$(us_per "$n" $((fu1 - fu0 + fs1 - fs0)))")
+    front_user+=("$(us_per "$n" $((fu1 - fu0)))")
+    front_sys+=("$(us_per "$n" $((fs1 - fs0)))")
+    gcd_us+=("$(us_per "$n" $((gu1 - gu0 + gs1 - gs0)))")
+    gcd_user+=("$(us_per "$n" $((gu1 - gu0)))")
+    gcd_sys+=("$(us_per "$n" $((gs1 - gs0)))")
     rps+=("$(field rps "$line")")
     p50+=("$(field p50_us "$line")")
     p99+=("$(field p99_us "$line")")
@@ -233,10 +260,10 @@ measure() {
   local m50 m99
   m50=$(median "${p50[@]}")
   m99=$(median "${p99[@]}")
-  local cpu="-"
-  [ ${#FRONT_PIDS[@]} -gt 0 ] && cpu="$(median "${front_us[@]}")"
-  [ ${#GCD_PIDS[@]} -gt 0 ] && cpu="$cpu / $(median "${gcd_us[@]}")"
-  THROUGHPUT+=("| $label | $binset | $kind | **$(median "${rps[@]}" | awk '{printf "%.0f", $1}')** | $(ms "$m50") | $(ms "$m99") | $cpu | $(printf '%.0f ' "${rps[@]}")| $bad |")
+  local front gcd
+  front=$(cpu_cell ${#FRONT_PIDS[@]} "${front_us[*]}" "${front_user[*]}" "${front_sys[*]}")
+  gcd=$(cpu_cell ${#GCD_PIDS[@]} "${gcd_us[*]}" "${gcd_user[*]}" "${gcd_sys[*]}")
+  THROUGHPUT+=("| $label | $binset | $kind | **$(median "${rps[@]}" | awk '{printf "%.0f", $1}')** | $(ms "$m50") | $(ms "$m99") | $front | $gcd | $(printf '%.0f ' "${rps[@]}")| $bad |")
 }
 
 # wrk_run URL: the measured wrk run.
@@ -358,6 +385,20 @@ measure wrk "ceiling: HTTP only, no gRPC hop" "host (glibc)" wrk_run "$url"
 mem_row "ceiling: HTTP only, no gRPC hop" "host (glibc)" http-ceiling "$ceiling_pid" "$ceiling_idle" "-" "-"
 stop_all
 
+# User-space instructions per request under callgrind: unlike req/s and CPU
+# time, they do not move with whatever else runs on the machine.
+if [ "$quick" = 1 ]; then
+  INSTRUCTIONS="Not measured with --quick."
+elif ! command -v valgrind >/dev/null || ! command -v callgrind_control >/dev/null; then
+  INSTRUCTIONS="Not measured: valgrind is not installed (apt-get install valgrind)."
+else
+  log "instructions per request (scripts/instructions.py, callgrind)"
+  inst_args=()
+  for entry in "${bins[@]}"; do inst_args+=(--bin "$entry"); done
+  INSTRUCTIONS=$(python3 scripts/instructions.py "${inst_args[@]}" --seconds "$duration") ||
+    die "scripts/instructions.py failed"
+fi
+
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 ELAPSED=$SECONDS
 
@@ -415,16 +456,27 @@ $(sizes)
 wrk \`${WRK_ARGS[*]} -d${duration}s\` on \`GET /gcd/12/18\`; grpc-load
 \`${GRPC_ARGS[*]}\` (Compute calls). req/s, p50 and p99 are medians over the
 runs; "errors" counts socket errors and non-2xx answers over all runs.
-"CPU µs/req" is the user + system CPU time the front process (api, or
-http-ceiling) / the gcd process(es) spent per answered request: less noisy
+"CPU µs/req" is the CPU time the front process (api, or http-ceiling) and
+the gcd process(es) spent per answered request, from /proc: the median of
+user + system, then the medians of user and system apart. It is less noisy
 than req/s when something else shares the machine, and it shows which hop
 costs what. The load generator's own CPU is not counted.
 Goal: ≥ 30,000 req/s through api -> gcd with one replica, p99 ≤ 3 ms (the
 original Go implementation: about 12,600 req/s).
 
-| scenario | binaries | load | req/s | p50 ms | p99 ms | CPU µs/req front / gcd | req/s per run | errors |
-|---|---|---|---|---|---|---|---|---|
+| scenario | binaries | load | req/s | p50 ms | p99 ms | front CPU µs/req (user + sys) | gcd CPU µs/req (user + sys) | req/s per run | errors |
+|---|---|---|---|---|---|---|---|---|---|
 $(printf '%s\n' "${THROUGHPUT[@]}")
+
+## Instructions per request
+
+User-space instructions each process executes per request, counted by
+valgrind's callgrind (\`scripts/instructions.py\`): api -> one gcd, counters
+zeroed after a warm-up of 200 requests, then wrk \`-t1 -c8 -d${duration}s\`.
+The same binaries and load give the same count whatever else the machine
+is doing, so this is the figure to decide a CPU change on.
+
+$INSTRUCTIONS
 
 ## Memory
 
