@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project, as CI does:
 #   1. installs what is missing (scripts/install-deps.sh; skip with --no-install),
-#   2. cargo fmt --check and cargo clippy -D warnings,
+#   2. cargo fmt --check, cargo clippy -D warnings, and cargo deny (the
+#      licence and source policy in deny.toml),
 #   3. cargo test: unit, property and integration tests driving the real binaries,
 #   4. scripts/build-arm.sh: the static binaries for armv7, aarch64 and x86_64
 #      and the multi-arch OCI image archives in dist/,
@@ -31,7 +32,7 @@ for arg in "$@"; do
     --no-install) install=0 ;;
     --host-only) host_only=1 ;;
     -h | --help)
-      sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) die "unknown argument: $arg (see --help)" ;;
@@ -45,6 +46,11 @@ cargo fmt --all -- --check
 
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "cargo deny: licences, bans, sources (deny.toml)"
+export PATH="$TOOLS/bin:$PATH"
+command -v cargo-deny >/dev/null || die "cargo-deny not found: run scripts/install-deps.sh"
+cargo deny --locked check licenses bans sources
 
 log "cargo test"
 cargo test --workspace --locked

@@ -6,6 +6,9 @@
 # cache being present.
 CACHE=${PI_GCD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pi-gcd}
 VENV="$CACHE/venv"
+# Cargo tools installed from crates.io at a pinned version (cargo-deny).
+TOOLS="$CACHE/tools"
+CARGO_DENY_VERSION=0.20.2
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
