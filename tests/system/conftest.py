@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# Where scripts/install-deps.sh keeps what it builds (as scripts/lib/common.sh).
+CACHE = Path(os.environ.get("PI_GCD_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pi-gcd"))
 DIST = Path(os.environ.get("PI_GCD_DIST", REPO / "dist"))
 
 # Rust target -> (OCI platform, ELF machine, ELF class, qemu-user binary or None)
@@ -47,7 +49,8 @@ def require_file(path: Path) -> Path:
 
 
 def require_tool(name: str) -> str:
-    found = shutil.which(name)
+    """`name` on PATH, or among the cargo tools install-deps.sh builds."""
+    found = shutil.which(name) or shutil.which(name, path=str(CACHE / "tools" / "bin"))
     if not found:
         pytest.fail(f"{name} not found: run scripts/install-deps.sh", pytrace=False)
     return found

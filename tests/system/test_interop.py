@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 import hostile as h
-from conftest import REPO, http_get, require_tool
+from conftest import CACHE, REPO, http_get, require_tool
 from shipped import start
 
 U64_MAX = 2**64 - 1
@@ -53,7 +52,6 @@ SERVICES = [
     "grpc.reflection.v1alpha.ServerReflection",
     "pb.GCDService",
 ]
-CACHE = Path(os.environ.get("PI_GCD_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pi-gcd"))
 
 
 @pytest.fixture

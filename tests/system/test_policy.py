@@ -11,18 +11,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from conftest import REPO, require_tool
 
-REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("PI_GCD_CACHE", Path.home() / ".cache" / "pi-gcd"))
 CHECKS = ["licenses", "bans", "sources"]
-
-
-def cargo_deny() -> str:
-    found = shutil.which("cargo-deny") or shutil.which("cargo-deny", path=str(CACHE / "tools" / "bin"))
-    if not found:
-        pytest.fail("cargo-deny is missing: run scripts/install-deps.sh", pytrace=False)
-    return found
 
 
 def scratch_workspace(tmp_path: Path) -> Path:
@@ -39,7 +30,7 @@ def scratch_workspace(tmp_path: Path) -> Path:
 
 def deny(workspace: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CARGO_NET_OFFLINE": "true", "CARGO_TARGET_DIR": str(workspace / "target")}
-    return subprocess.run([cargo_deny(), *extra, "check", *CHECKS], cwd=workspace, env=env,
+    return subprocess.run([require_tool("cargo-deny"), *extra, "check", *CHECKS], cwd=workspace, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
 
 

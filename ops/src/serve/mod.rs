@@ -442,10 +442,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_least_useful_connection_is_evicted_first() {
         let slots = Arc::new(Slots::new(3));
-        let take = || slots.take(slots.permits.clone().try_acquire_owned().unwrap());
-        let (_busy_place, busy) = take();
-        let (_idle_place, idle) = take();
-        let (_silent_place, silent) = take();
+        let (_busy_place, busy) = take(&slots);
+        let (_idle_place, idle) = take(&slots);
+        let (_silent_place, silent) = take(&slots);
         let _request = busy.start();
         drop(idle.start());
         tokio::time::advance(Duration::from_millis(10)).await;
@@ -465,19 +464,23 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn among_never_used_connections_the_longest_accepted_goes_first() {
         let slots = Arc::new(Slots::new(2));
-        let take = || slots.take(slots.permits.clone().try_acquire_owned().unwrap());
-        let (first_place, _) = take();
-        let (_older_place, older) = take();
+        let (first_place, _) = take(&slots);
+        let (_older_place, older) = take(&slots);
         drop(first_place);
         tokio::time::advance(Duration::from_millis(10)).await;
         // Takes the freed first place, so it comes first in the port's list.
-        let (_newer_place, newer) = take();
+        let (_newer_place, newer) = take(&slots);
         slots.evict_one();
         assert!(
             is_notified(&older),
             "the longer accepted silent connection goes first"
         );
         assert!(!is_notified(&newer));
+    }
+
+    /// A new connection's place, as the accept loop takes it.
+    fn take(slots: &Arc<Slots>) -> (Place, Arc<Activity>) {
+        slots.take(slots.permits.clone().try_acquire_owned().unwrap())
     }
 
     fn is_notified(activity: &Activity) -> bool {
