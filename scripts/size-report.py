@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "system"))
+import elf  # noqa: E402  (the tests' ELF reader: one for the project)
 DIST = REPO / "dist"
 RESULTS = REPO / "results"
 EXPERIMENTS_JSON = RESULTS / "size-experiments.json"
@@ -32,6 +34,13 @@ TARGETS = ["armv7-unknown-linux-musleabihf", "aarch64-unknown-linux-musl", "x86_
 SERVICES = ["gcd", "api"]
 GOALS = {"gcd": 1_000_000, "api": 1_500_000}  # armv7, stripped, static
 GO_SIZES = {"gcd": "7.0 MB", "api": "10.8 MB"}
+# The binaries before `cargo auditable` embedded their dependency lists.
+WITHOUT_AUDIT_DATA = {
+    "commit": "671b076cf3b1",
+    "armv7-unknown-linux-musleabihf": {"gcd": 886_656, "api": 915_416},
+    "aarch64-unknown-linux-musl": {"gcd": 1_231_576, "api": 1_250_048},
+    "x86_64-unknown-linux-musl": {"gcd": 1_302_408, "api": 1_325_376},
+}
 
 # name -> environment for scripts/build-arm.sh; the first is the setup in
 # use (Cargo.toml's release profile, .cargo/config.toml, build-arm.sh), each
@@ -60,8 +69,9 @@ def git(*args: str) -> str:
 
 def image_sizes(path: Path) -> dict:
     """Per platform: bytes a node pulls (manifest + config + compressed
-    layers) and the unpacked layer size."""
-    out = {}
+    layers) and the unpacked layer size; under "attestations", the bytes of
+    the SBOM attestations, which no node pulls."""
+    out = {"attestations": 0}
     with tarfile.open(path) as tar:
         def blob(digest: str) -> bytes:
             algorithm, _, hexdigest = digest.partition(":")
@@ -77,6 +87,9 @@ def image_sizes(path: Path) -> dict:
             manifest = json.loads(blob(descriptor["digest"]))
             layers = [blob(layer["digest"]) for layer in manifest["layers"]]
             pulled = descriptor["size"] + manifest["config"]["size"] + sum(len(layer) for layer in layers)
+            if platform == "unknown/unknown":
+                out["attestations"] += pulled
+                continue
             unpacked = sum(len(gzip.decompress(layer)) if layer[:2] == b"\x1f\x8b" else len(layer) for layer in layers)
             out[platform] = {"pulled": pulled, "unpacked": unpacked}
     return out
@@ -145,13 +158,39 @@ def render(experiments: dict | None) -> str:
         path = DIST / "images" / f"{service}.oci.tar"
         if not path.is_file():
             raise SystemExit(f"{path} is missing: run scripts/build-arm.sh first")
-        archives.append((path, path.stat().st_size))
-        for platform, s in image_sizes(path).items():
+        image = image_sizes(path)
+        archives.append((path, path.stat().st_size, image.pop("attestations")))
+        for platform, s in image.items():
             lines.append(f"| {service} | {platform} | {s['pulled']:,} B ({mb(s['pulled'])}) | "
                          f"{s['unpacked']:,} B |")
     lines.append("")
-    for path, size in archives:
-        lines.append(f"- `dist/images/{path.name}`: {size:,} B ({mb(size)})")
+    for path, size, attestations in archives:
+        lines.append(f"- `dist/images/{path.name}`: {size:,} B ({mb(size)}), "
+                     f"of which the three SBOM attestations {attestations:,} B")
+    lines.append("")
+
+    lines.append("## The dependency lists and SBOMs")
+    lines.append("")
+    lines.append("Each binary carries the list of crates it is built from (a `.dep-v0` section, "
+                 "zlib-compressed JSON, written by `cargo auditable`) for image scanners. "
+                 f"Binaries without it, measured at commit `{WITHOUT_AUDIT_DATA['commit']}` "
+                 "(the last build before it):")
+    lines.append("")
+    lines.append("| binary | `.dep-v0` | size now | without it | cost |")
+    lines.append("|---|---:|---:|---:|---:|")
+    for target in TARGETS:
+        for service in SERVICES:
+            path = DIST / target / service
+            section = elf.section(path, ".dep-v0")
+            if section is None:
+                raise SystemExit(f"{path} has no .dep-v0 section: was it built with cargo auditable?")
+            now, before = sizes[(target, service)], WITHOUT_AUDIT_DATA[target][service]
+            lines.append(f"| `{target}/{service}` | {len(section):,} B | {now:,} B | {before:,} B | "
+                         f"+{now - before:,} B ({(now - before) / before:+.2%}) |")
+    lines.append("")
+    lines.append("The SBOMs (CycloneDX JSON, `dist/images/*.cdx.json`) are not pulled by nodes: "
+                 + ", ".join(f"`{p.name}` {p.stat().st_size:,} B"
+                             for p in sorted((DIST / "images").glob("*.cdx.json"))) + ".")
     lines.append("")
 
     lines.append("## Choices, measured")

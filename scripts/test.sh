@@ -2,7 +2,8 @@
 # Runs every test of the project, as CI does:
 #   1. installs what is missing (scripts/install-deps.sh; skip with --no-install),
 #   2. cargo fmt --check, cargo clippy -D warnings, and cargo deny (the
-#      licence and source policy in deny.toml),
+#      licence and source policy in deny.toml; known vulnerabilities too
+#      when the advisory database can be fetched),
 #   3. cargo test: unit, property and integration tests driving the real binaries,
 #   4. scripts/build-arm.sh: the static binaries for armv7, aarch64 and x86_64
 #      and the multi-arch OCI image archives in dist/,
@@ -32,7 +33,7 @@ for arg in "$@"; do
     --no-install) install=0 ;;
     --host-only) host_only=1 ;;
     -h | --help)
-      sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) die "unknown argument: $arg (see --help)" ;;
@@ -51,6 +52,14 @@ log "cargo deny: licences, bans, sources (deny.toml)"
 export PATH="$TOOLS/bin:$PATH"
 command -v cargo-deny >/dev/null || die "cargo-deny not found: run scripts/install-deps.sh"
 cargo deny --locked check licenses bans sources
+# Known vulnerabilities need the RustSec advisory database, fetched from
+# GitHub: checked whenever it can be fetched, skipped (and said so) offline.
+if cargo deny fetch db >/dev/null 2>&1; then
+  log "cargo deny: advisories (RustSec)"
+  cargo deny --locked check advisories
+else
+  log "cargo deny: advisories skipped: the RustSec advisory database cannot be fetched from here"
+fi
 
 log "cargo test"
 cargo test --workspace --locked

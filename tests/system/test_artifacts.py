@@ -20,12 +20,12 @@ import io
 import json
 import os
 import socket
-import struct
 import subprocess
 import tarfile
 import uuid
 from pathlib import Path
 
+import elf
 import k8s_manifests as km
 import pytest
 
@@ -57,41 +57,6 @@ def workspace_version() -> str:
         return tomllib.load(f)["workspace"]["package"]["version"]
 
 
-# --- ELF -------------------------------------------------------------------------
-
-PT_DYNAMIC, PT_INTERP = 2, 3
-SHT_SYMTAB = 2
-EF_ARM_ABI_FLOAT_HARD = 0x400
-EF_ARM_EABI_VER5 = 0x05000000
-
-
-def elf_facts(path: Path) -> dict:
-    data = path.read_bytes()
-    assert data[:4] == b"\x7fELF", f"{path} is not an ELF file"
-    elf_class, endian = data[4], data[5]
-    assert endian == 1, f"{path} is not little-endian"
-    if elf_class == 1:
-        e_type, e_machine, _v, _entry, e_phoff, e_shoff, e_flags, _eh, e_phentsize, e_phnum, e_shentsize, e_shnum, _ = \
-            struct.unpack_from("<HHIIIIIHHHHHH", data, 16)
-        ph_fmt, sh_type_off = "<II", 4
-    else:
-        e_type, e_machine, _v, _entry, e_phoff, e_shoff, e_flags, _eh, e_phentsize, e_phnum, e_shentsize, e_shnum, _ = \
-            struct.unpack_from("<HHIQQQIHHHHHH", data, 16)
-        ph_fmt, sh_type_off = "<II", 4
-    segments = [struct.unpack_from(ph_fmt, data, e_phoff + i * e_phentsize)[0] for i in range(e_phnum)]
-    section_types = [struct.unpack_from("<I", data, e_shoff + i * e_shentsize + sh_type_off)[0]
-                     for i in range(e_shnum)]
-    return {
-        "class": elf_class,
-        "type": e_type,
-        "machine": e_machine,
-        "flags": e_flags,
-        "segments": segments,
-        "has_symtab": SHT_SYMTAB in section_types,
-        "size": len(data),
-    }
-
-
 BINARIES = [(target, service) for target in TARGETS for service in SERVICES]
 
 
@@ -100,16 +65,16 @@ def test_binary_is_static_and_of_its_architecture(target: str, service: str) -> 
     path = require_file(require_dist() / target / service)
     assert os.access(path, os.X_OK), f"{path} is not executable"
     _platform, machine, elf_class, _qemu = TARGETS[target]
-    facts = elf_facts(path)
+    facts = elf.facts(path)
     assert facts["machine"] == machine, f"{path}: e_machine {facts['machine']}, expected {machine}"
     assert facts["class"] == elf_class, f"{path}: ELF class {facts['class']}, expected {elf_class}"
     assert facts["type"] in (2, 3), f"{path}: not an executable (e_type {facts['type']})"
-    assert PT_INTERP not in facts["segments"], f"{path} asks for a dynamic loader (PT_INTERP)"
-    assert PT_DYNAMIC not in facts["segments"], f"{path} has a dynamic section: not fully static"
+    assert elf.PT_INTERP not in facts["segments"], f"{path} asks for a dynamic loader (PT_INTERP)"
+    assert elf.PT_DYNAMIC not in facts["segments"], f"{path} has a dynamic section: not fully static"
     assert not facts["has_symtab"], f"{path} is not stripped (has .symtab)"
     if machine == 40:
-        assert facts["flags"] & 0xFF000000 == EF_ARM_EABI_VER5, f"{path}: not EABI5 ({facts['flags']:#x})"
-        assert facts["flags"] & EF_ARM_ABI_FLOAT_HARD, f"{path}: not hard-float ({facts['flags']:#x})"
+        assert facts["flags"] & 0xFF000000 == elf.EF_ARM_EABI_VER5, f"{path}: not EABI5 ({facts['flags']:#x})"
+        assert facts["flags"] & elf.EF_ARM_ABI_FLOAT_HARD, f"{path}: not hard-float ({facts['flags']:#x})"
 
 
 # --- ARM binaries under qemu-user -----------------------------------------------------
@@ -183,6 +148,11 @@ def platform_of(descriptor: dict) -> tuple:
     return (p.get("os"), p.get("architecture"), p.get("variant"))
 
 
+def is_attestation(descriptor: dict) -> bool:
+    """An SBOM attestation manifest in an image index (see test_scannable.py)."""
+    return descriptor.get("annotations", {}).get("vnd.docker.reference.type") == "attestation-manifest"
+
+
 def layer_files(layer: bytes) -> dict[str, tarfile.TarInfo | bytes]:
     if layer[:2] == b"\x1f\x8b":
         layer = gzip.decompress(layer)
@@ -209,10 +179,11 @@ def test_oci_archive_is_one_multi_arch_index(service: str) -> None:
     assert entry["annotations"]["org.opencontainers.image.ref.name"] == name
 
     index = oci.json_blob(entry["digest"])
-    platforms = [platform_of(m) for m in index["manifests"]]
+    images = [m for m in index["manifests"] if not is_attestation(m)]
+    platforms = [platform_of(m) for m in images]
     assert len(platforms) == 3 and set(platforms) == EXPECTED_PLATFORMS, platforms
 
-    for descriptor in index["manifests"]:
+    for descriptor in images:
         platform = platform_of(descriptor)
         target = PLATFORM_TARGET[platform]
         manifest = oci.json_blob(descriptor["digest"])
@@ -247,7 +218,9 @@ def test_skopeo_sees_the_same_index(service: str) -> None:
                          capture_output=True, timeout=120).stdout
     index = json.loads(raw)
     assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
-    assert {platform_of(m) for m in index["manifests"]} == EXPECTED_PLATFORMS
+    assert {platform_of(m) for m in index["manifests"] if not is_attestation(m)} == EXPECTED_PLATFORMS
+    (entry,) = json.loads(oci.read("index.json"))["manifests"]
+    assert f"sha256:{hashlib.sha256(raw).hexdigest()}" == entry["digest"], "skopeo read another index"
 
 
 # --- the images, run --------------------------------------------------------------------
@@ -347,10 +320,12 @@ def test_images_run_and_answer(target: str, podman: Podman, binfmt_problem: str 
 
 def test_images_are_reproducible() -> None:
     """Building the images again from the same dist/ and commit gives the same
-    archives, byte for byte (fixed timestamps, fixed tar order)."""
+    archives and SBOMs, byte for byte (fixed timestamps, fixed tar order)."""
     from conftest import REPO
 
     paths = [require_file(require_dist() / "images" / f"{service}.oci.tar") for service in SERVICES]
+    paths += sorted((require_dist() / "images").glob("*.cdx.json"))
+    assert len(paths) == 2 + 6, paths
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
     done = subprocess.run([str(REPO / "scripts" / "build-arm.sh"), "--images-only", "--route", "daemonless"],
                           cwd=REPO, capture_output=True, text=True, timeout=600,

@@ -6,7 +6,9 @@ their place on PATH (standins/laptop/): `cross` puts the binaries the
 daemonless build made where `cross build` would, `docker` answers as one
 with buildx and a daemon and writes the OCI archive its `--output` names.
 The tests assert the exact commands and that the files land where the next
-steps (the image build, `k3s ctr images import`) expect them. The same run
+steps (the image build, `k3s ctr images import`) expect them; the images'
+SBOMs are written for real (cargo-cyclonedx), the same as the daemonless
+route's from the real workspace. The same run
 passes with macOS's BSD date, stat, touch, sed and readlink
 (standins/bsd/), which refuse GNU-only options.
 
@@ -139,6 +141,23 @@ def check_archive_route(laptop: Laptop) -> None:
     for service in SERVICES:
         assert (laptop.workspace / "dist" / "images" / f"{service}.oci.tar").is_file()
     assert "k3s ctr images import dist/images/gcd.oci.tar" in done.stderr
+    assert_sboms_match_the_daemonless_ones(laptop)
+
+
+def sbom_names() -> list[str]:
+    return sorted(f"{service}.{'-'.join(p for p in platform if p)}.cdx.json"
+                  for service in SERVICES for platform, *_ in TARGETS.values())
+
+
+def assert_sboms_match_the_daemonless_ones(laptop: Laptop) -> None:
+    """The cross route writes the same SBOMs, from another clone in another
+    directory: only the time (SOURCE_DATE_EPOCH) differs."""
+    for name in sbom_names():
+        cross = json.loads((laptop.workspace / "dist" / "images" / name).read_text())
+        daemonless = json.loads(require_file(require_dist() / "images" / name).read_text())
+        assert cross["metadata"].pop("timestamp") == CREATED.replace("Z", ".000000000Z")
+        daemonless["metadata"].pop("timestamp")
+        assert cross == daemonless, f"{name} differs between the routes"
 
 
 def test_cross_route_writes_binaries_and_oci_archives(workspace: Path, xtask_target_dir: Path, tmp_path: Path) -> None:
@@ -157,7 +176,9 @@ def test_cross_route_pushes_both_tags_of_each_image(workspace: Path, xtask_targe
             "--tag", f"registry.lan:5000/{service}:{version}-{revision}", "--push"])
         for service in SERVICES
     ]
-    assert not (workspace / "dist" / "images").exists()
+    # Nothing archived; the SBOMs are written all the same.
+    assert sorted(p.name for p in (workspace / "dist" / "images").iterdir()) == sbom_names()
+    assert_sboms_match_the_daemonless_ones(laptop)
 
 
 def test_bsd_userland_builds_the_same(workspace: Path, xtask_target_dir: Path, tmp_path: Path) -> None:

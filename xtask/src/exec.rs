@@ -63,6 +63,32 @@ fn run(step: &Step) -> Result<(), Error> {
             }
             _ => {}
         },
+        Step::Rewrite { from, to, replace } => {
+            let mut text = fs::read_to_string(from)
+                .map_err(|e| Error::io(format!("reading {}", from.display()), e))?;
+            for (old, new) in replace {
+                text = text.replace(old.as_str(), new);
+            }
+            let tmp = to.with_extension("tmp");
+            fs::write(&tmp, text)
+                .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+            rename(&tmp, to)?;
+            fs::remove_file(from)
+                .map_err(|e| Error::io(format!("removing {}", from.display()), e))?;
+        }
+        Step::RemoveFromEach { dir, name } => {
+            let entries = fs::read_dir(dir)
+                .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+            for member in entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()) {
+                let file = member.join(name);
+                match fs::remove_file(&file) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(Error::io(format!("removing {}", file.display()), e));
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -151,6 +177,26 @@ pub fn describe(step: &Step) -> Option<String> {
         Step::Require { path, .. } => format!("test -f {}", quote(&path.display().to_string())),
         Step::MakeDir(dir) => format!("mkdir -p {}", quote(&dir.display().to_string())),
         Step::RemoveDir(dir) => format!("rm -rf {}", quote(&dir.display().to_string())),
+        Step::Rewrite { from, to, replace } => {
+            let (from, to) = (from.display().to_string(), to.display().to_string());
+            let edits: String = replace
+                .iter()
+                .map(|(old, new)| format!(" -e {}", quote(&format!("s|{old}|{new}|g"))))
+                .collect();
+            format!(
+                "sed{edits} {} > {} && rm {}",
+                quote(&from),
+                quote(&to),
+                quote(&from)
+            )
+        }
+        Step::RemoveFromEach { dir, name } => {
+            format!(
+                "rm -f {}/*/{}",
+                quote(&dir.display().to_string()),
+                quote(name)
+            )
+        }
     })
 }
 
@@ -264,6 +310,44 @@ mod tests {
             run_all(&[missing], false),
             Err(Error::MissingFile { .. })
         ));
+        // An SBOM moved out of a workspace member, the build's path taken out;
+        // the same file in the other members removed.
+        let member = |name: &str| {
+            let member = dir.join("ws").join(name);
+            fs::create_dir_all(&member).unwrap();
+            fs::write(
+                member.join("sbom.json"),
+                format!("file:///b/{name} file:///b/x"),
+            )
+            .unwrap();
+            member
+        };
+        let (gcd, ops) = (member("gcd"), member("ops"));
+        fs::write(dir.join("ws").join("Cargo.toml"), "").unwrap();
+        let steps = [
+            Step::Rewrite {
+                from: gcd.join("sbom.json"),
+                to: dir.join("gcd.cdx.json"),
+                replace: vec![("file:///b".into(), "file://.".into())],
+            },
+            Step::RemoveFromEach {
+                dir: dir.join("ws"),
+                name: "sbom.json".into(),
+            },
+        ];
+        run_all(&steps, false).unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.join("gcd.cdx.json")).unwrap(),
+            "file://./gcd file://./x"
+        );
+        assert!(!gcd.join("sbom.json").exists() && !ops.join("sbom.json").exists());
+        assert_eq!(
+            describe(&steps[0]).unwrap(),
+            format!(
+                "sed -e 's|file:///b|file://.|g' {0}/ws/gcd/sbom.json > {0}/gcd.cdx.json && rm {0}/ws/gcd/sbom.json",
+                dir.display()
+            )
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -42,6 +42,10 @@ pub struct Machine {
     pub build_std_cargo: Option<PathBuf>,
     pub rust_src: bool,
     pub zig: Option<PathBuf>,
+    /// `cargo-auditable`, which embeds the dependency list in the binaries.
+    pub cargo_auditable: Option<PathBuf>,
+    /// `cargo-cyclonedx`, which writes the images' SBOMs.
+    pub cargo_cyclonedx: Option<PathBuf>,
     pub python3: bool,
     pub buildah: bool,
 }
@@ -59,6 +63,18 @@ impl Machine {
                 daemon: succeeds(Command::new(&docker).arg("info")),
             },
         };
+        let cargo_tool = |name: &str| {
+            find(name).or_else(|| {
+                let cargo_home = env("CARGO_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| env("HOME").map(|home| Path::new(&home).join(".cargo")));
+                [Some(opts.cache.join("tools")), cargo_home]
+                    .into_iter()
+                    .flatten()
+                    .map(|root| root.join("bin").join(name))
+                    .find(|p| is_executable(p))
+            })
+        };
         let debian_cargo = env("DEBIAN_CARGO").unwrap_or_else(|| "/usr/bin/cargo".into());
         Machine {
             cross: find("cross").is_some(),
@@ -71,6 +87,8 @@ impl Machine {
             build_std_cargo: executable(debian_cargo.into()).or_else(|| find("cargo")),
             rust_src: Path::new(RUST_SRC).join("std").is_dir(),
             zig: find("zig").or_else(|| zig_in_venv(&opts.cache.join("venv"))),
+            cargo_auditable: cargo_tool("cargo-auditable"),
+            cargo_cyclonedx: cargo_tool("cargo-cyclonedx"),
             python3: find("python3").is_some(),
             buildah: find("buildah").is_some(),
         }

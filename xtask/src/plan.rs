@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::machine::Machine;
 use crate::meta::Meta;
-use crate::options::{Options, PLATFORMS, SERVICES};
+use crate::options::{Options, PLATFORMS, SERVICES, TARGETS};
 use crate::route::{Choice, ImageTool, Route};
 
 /// A command line, run from the workspace root.
@@ -78,6 +78,19 @@ pub enum Step {
     },
     MakeDir(PathBuf),
     RemoveDir(PathBuf),
+    /// Move a file, replacing each `(from, to)` string in its text (the
+    /// build machine's paths out of an SBOM).
+    Rewrite {
+        from: PathBuf,
+        to: PathBuf,
+        replace: Vec<(String, String)>,
+    },
+    /// Remove `name` from every directory directly under `dir`, where a
+    /// tool wrote one per workspace member.
+    RemoveFromEach {
+        dir: PathBuf,
+        name: String,
+    },
 }
 
 /// What planning reads.
@@ -130,20 +143,14 @@ pub fn binaries(ctx: &Context) -> Vec<Step> {
     steps
 }
 
+/// The cargo build both routes run (each adds its targets).
+const BUILD: [&str; 7] = ["build", "--release", "--locked", "-p", "gcd", "-p", "api"];
+
 fn cross_build(ctx: &Context, target_dir: &Path) -> Vec<Step> {
     let mut steps = Vec::new();
     for target in &ctx.opts.targets {
-        let mut args = vec![
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "gcd",
-            "-p",
-            "api",
-            "--target",
-            target,
-        ];
+        let mut args = BUILD.to_vec();
+        args.extend(["--target", target]);
         args.extend(ctx.opts.extra_cargo_args.iter().map(String::as_str));
         steps.push(Step::Log(format!("cross build --target {target}")));
         steps.push(Step::Run(
@@ -187,12 +194,17 @@ fn build_std(ctx: &Context, target_dir: &Path) -> Vec<Step> {
         Step::MakeDir(wrappers.clone()),
         Step::MakeDir(cache.join("zig")),
     ];
-    let mut cmd = Cmd::new(
-        &cargo,
-        ["build", "--release", "--locked", "-p", "gcd", "-p", "api"],
-    )
-    .env("ZIG_GLOBAL_CACHE_DIR", &zig_cache)
-    .env("ZIG_LOCAL_CACHE_DIR", &zig_cache);
+    let auditable = ctx
+        .machine
+        .cargo_auditable
+        .as_deref()
+        .map_or_else(|| "cargo-auditable".to_string(), path);
+    // `cargo auditable build` embeds the dependency list (a `.dep-v0`
+    // section) for scanners; it runs the cargo named by CARGO.
+    let mut cmd = Cmd::new(&auditable, std::iter::once("auditable").chain(BUILD))
+        .env("CARGO", &cargo)
+        .env("ZIG_GLOBAL_CACHE_DIR", &zig_cache)
+        .env("ZIG_LOCAL_CACHE_DIR", &zig_cache);
     let rustflags = format!("-C link-self-contained=no {}", ctx.opts.rustflags)
         .trim_end()
         .to_string();
@@ -238,14 +250,23 @@ fn build_std(ctx: &Context, target_dir: &Path) -> Vec<Step> {
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_TARGET_DIR", path(target_dir));
     steps.push(Step::Log(format!(
-        "cargo build (build-std with {rustc}) into {}",
+        "cargo auditable build (build-std with {rustc}) into {}",
         target_dir.display()
     )));
     steps.push(Step::Run(cmd));
     steps
 }
 
-/// Step 2: one multi-arch image per service, pushed or archived.
+/// The SBOM of a service's image for one platform, beside the archives:
+/// `dist/images/gcd.linux-arm-v7.cdx.json`.
+pub fn sbom_path(opts: &Options, service: &str, platform: &str) -> PathBuf {
+    opts.dist
+        .join("images")
+        .join(format!("{service}.{}.cdx.json", platform.replace('/', "-")))
+}
+
+/// Step 2: one multi-arch image per service, pushed or archived, and the
+/// SBOM of each image.
 pub fn images(ctx: &Context) -> Vec<Step> {
     let mut steps = Vec::new();
     for target in &ctx.opts.targets {
@@ -257,14 +278,62 @@ pub fn images(ctx: &Context) -> Vec<Step> {
             });
         }
     }
-    if ctx.opts.registry.is_none() {
-        steps.push(Step::MakeDir(ctx.opts.dist.join("images")));
-    }
+    steps.push(Step::MakeDir(ctx.opts.dist.join("images")));
+    steps.extend(sboms(ctx));
     for service in SERVICES {
         match ctx.choice.image_tool {
             ImageTool::Buildx => steps.push(Step::Run(buildx(ctx, service))),
             ImageTool::Buildah => steps.extend(buildah(ctx, service)),
         }
+    }
+    steps
+}
+
+/// The name cargo-cyclonedx gives its output, in each workspace member.
+const SBOM_SCRATCH: &str = "pi-gcd-sbom";
+
+/// One CycloneDX SBOM per service and platform, from the same lock file and
+/// target as the binary (cargo-cyclonedx honours SOURCE_DATE_EPOCH). The
+/// workspace's absolute path is taken out, so the SBOM is the same on every
+/// machine.
+fn sboms(ctx: &Context) -> Vec<Step> {
+    let cyclonedx = ctx
+        .machine
+        .cargo_cyclonedx
+        .as_deref()
+        .map_or_else(|| "cargo-cyclonedx".to_string(), path);
+    let mut steps = Vec::new();
+    for (target, platform) in TARGETS.iter().zip(PLATFORMS) {
+        steps.push(Step::Log(format!("SBOMs for {platform}")));
+        steps.push(Step::Run(
+            Cmd::new(
+                &cyclonedx,
+                [
+                    "cyclonedx",
+                    "--quiet",
+                    "--format",
+                    "json",
+                    "--spec-version",
+                    "1.5",
+                    "--target",
+                    target,
+                    "--override-filename",
+                    SBOM_SCRATCH,
+                ],
+            )
+            .env("SOURCE_DATE_EPOCH", ctx.meta.source_date_epoch.to_string()),
+        ));
+        for service in SERVICES {
+            steps.push(Step::Rewrite {
+                from: ctx.root.join(service).join(format!("{SBOM_SCRATCH}.json")),
+                to: sbom_path(ctx.opts, service, platform),
+                replace: vec![(format!("file://{}", path(ctx.root)), "file://.".into())],
+            });
+        }
+        steps.push(Step::RemoveFromEach {
+            dir: ctx.root.to_path_buf(),
+            name: format!("{SBOM_SCRATCH}.json"),
+        });
     }
     steps
 }
@@ -424,7 +493,8 @@ fn buildah(ctx: &Context, service: &str) -> Vec<Step> {
                 ])
                 .quiet(),
             ));
-            steps.push(Step::Run(Cmd::new(
+            // The archive carries each platform's SBOM as an attestation.
+            let mut archive = Cmd::new(
                 "python3",
                 [
                     "scripts/lib/oci_archive.py".to_string(),
@@ -433,7 +503,11 @@ fn buildah(ctx: &Context, service: &str) -> Vec<Step> {
                     format!("{}/{service}:{}", opts.image_namespace, meta.version),
                     epoch.clone(),
                 ],
-            )));
+            );
+            archive
+                .args
+                .extend(PLATFORMS.map(|p| format!("{p}={}", path(&sbom_path(opts, service, p)))));
+            steps.push(Step::Run(archive));
             steps.push(Step::RemoveDir(layout));
         }
     }
@@ -529,8 +603,9 @@ mod tests {
         let build_args = "--build-arg VERSION=0.1.0 --build-arg REVISION=0123456789ab \
                           --build-arg SOURCE=https://example.org/pi-gcd --build-arg CREATED=2023-11-14T22:13:20Z \
                           --build-arg SOURCE_DATE_EPOCH=1700000000 --provenance=false --sbom=false";
+        // Three SBOM runs, then the images.
         assert_eq!(
-            commands(&imgs),
+            commands(&imgs)[3..],
             ["gcd", "api"].map(|s| format!(
                 "docker buildx build --platform linux/arm/v7,linux/arm64,linux/amd64 -f docker/{s}.Dockerfile \
                  {build_args} --output type=oci,dest=dist/images/{s}.oci.tar,name=docker.io/pi-gcd/{s}:0.1.0 ."
@@ -551,7 +626,10 @@ mod tests {
             &["--images-only", "--registry", "registry.lan:5000/"],
             &laptop(),
         );
-        let pushes = commands(&imgs);
+        let pushes: Vec<String> = commands(&imgs)
+            .into_iter()
+            .filter(|c| c.starts_with("docker"))
+            .collect();
         assert_eq!(pushes.len(), 2);
         assert!(
             pushes[1].ends_with(
@@ -561,7 +639,62 @@ mod tests {
             pushes[1]
         );
         assert!(!pushes[1].contains("--output"));
-        assert!(!imgs.iter().any(|s| matches!(s, Step::MakeDir(_))));
+    }
+
+    #[test]
+    fn every_route_writes_an_sbom_per_image_and_platform_beside_the_archives() {
+        for machine in [laptop(), debian()] {
+            let (_, imgs) = plan(&["--images-only"], &machine);
+            let sbom_runs: Vec<&Cmd> = imgs
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Run(c) if c.program.ends_with("cargo-cyclonedx") => Some(c),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(sbom_runs.len(), 3);
+            assert_eq!(
+                sbom_runs[0].args.join(" "),
+                "cyclonedx --quiet --format json --spec-version 1.5 \
+                 --target armv7-unknown-linux-musleabihf --override-filename pi-gcd-sbom"
+            );
+            assert_eq!(
+                sbom_runs[0].env,
+                [("SOURCE_DATE_EPOCH".to_string(), "1700000000".to_string())]
+            );
+            let written: Vec<(String, String)> = imgs
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Rewrite { from, to, replace } => {
+                        assert_eq!(
+                            replace,
+                            &[("file:///src/pi-gcd".to_string(), "file://.".to_string())]
+                        );
+                        Some((path(from), path(to)))
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(written.len(), 6);
+            assert_eq!(
+                written[0],
+                (
+                    "/src/pi-gcd/gcd/pi-gcd-sbom.json".into(),
+                    "dist/images/gcd.linux-arm-v7.cdx.json".into()
+                )
+            );
+            assert_eq!(written[5].1, "dist/images/api.linux-amd64.cdx.json");
+            // What cargo-cyclonedx left in the other workspace members goes.
+            assert!(imgs.contains(&Step::RemoveFromEach {
+                dir: "/src/pi-gcd".into(),
+                name: "pi-gcd-sbom.json".into()
+            }));
+            let made = imgs
+                .iter()
+                .position(|s| s == &Step::MakeDir("dist/images".into()));
+            let first_sbom = imgs.iter().position(|s| matches!(s, Step::Rewrite { .. }));
+            assert!(made < first_sbom, "{imgs:?}");
+        }
     }
 
     #[test]
@@ -575,7 +708,8 @@ mod tests {
         let cargo = runs[0];
         assert_eq!(
             format!("{} {}", cargo.program, cargo.args.join(" ")),
-            "/usr/bin/cargo build --release --locked -p gcd -p api --target armv7-unknown-linux-musleabihf \
+            "/cache/tools/bin/cargo-auditable auditable build --release --locked -p gcd -p api \
+             --target armv7-unknown-linux-musleabihf \
              --target aarch64-unknown-linux-musl --target x86_64-unknown-linux-musl \
              -Z build-std=std,panic_abort -Z build-std-features="
         );
@@ -586,6 +720,7 @@ mod tests {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
+        assert_eq!(env("CARGO"), Some("/usr/bin/cargo"));
         assert_eq!(env("RUSTC"), Some("/usr/bin/rustc"));
         assert_eq!(env("RUSTC_BOOTSTRAP"), Some("1"));
         assert_eq!(
@@ -632,14 +767,14 @@ mod tests {
         let storage = "buildah --root /home/pi/.cache/pi-gcd/containers/storage \
                        --runroot /home/pi/.cache/pi-gcd/containers/run --storage-driver vfs";
         assert_eq!(
-            commands[0],
+            commands[3],
             format!("{storage} manifest rm localhost/pi-gcd-build/gcd:0.1.0")
         );
-        assert!(commands[2].starts_with(&format!(
+        assert!(commands[5].starts_with(&format!(
             "{storage} bud --quiet --platform linux/arm/v7 -f docker/gcd.Dockerfile \
              --build-arg TARGETARCH=arm --build-arg TARGETVARIANT=v7 --build-arg VERSION=0.1.0"
         )));
-        assert!(commands[2].ends_with(
+        assert!(commands[5].ends_with(
             "--timestamp 1700000000 --squash -t localhost/pi-gcd-build/gcd:0.1.0-linux-arm-v7 ."
         ));
         assert!(
@@ -650,12 +785,16 @@ mod tests {
         assert!(
             commands.contains(
                 &"python3 scripts/lib/oci_archive.py /home/pi/.cache/pi-gcd/oci-layout/api/layout \
-              dist/images/api.oci.tar docker.io/pi-gcd/api:0.1.0 1700000000"
+              dist/images/api.oci.tar docker.io/pi-gcd/api:0.1.0 1700000000 \
+              linux/arm/v7=dist/images/api.linux-arm-v7.cdx.json \
+              linux/arm64=dist/images/api.linux-arm64.cdx.json \
+              linux/amd64=dist/images/api.linux-amd64.cdx.json"
                     .to_string()
             )
         );
-        // Each service: rm, create, 3 x (bud, add), push, archive, rm.
-        assert_eq!(commands.len(), 2 * 11);
+        // Three SBOM runs; each service: rm, create, 3 x (bud, add), push,
+        // archive, rm.
+        assert_eq!(commands.len(), 3 + 2 * 11);
     }
 
     #[test]

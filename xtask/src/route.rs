@@ -66,13 +66,21 @@ fn docker_missing(machine: &Machine, need_buildx: bool) -> Option<String> {
     }
 }
 
-/// What route cross lacks for the steps asked for.
+/// What every route lacks for the images' SBOMs, written on this machine.
+fn sbom_missing(machine: &Machine, opts: &Options) -> Option<String> {
+    (opts.images && machine.cargo_cyclonedx.is_none())
+        .then(|| "cargo-cyclonedx (cargo install --locked cargo-cyclonedx)".into())
+}
+
+/// What route cross lacks for the steps asked for. cargo-auditable is not
+/// among them: it runs inside cross's containers (Cross.toml installs it).
 pub fn cross_missing(machine: &Machine, opts: &Options) -> Vec<String> {
     let mut missing = Vec::new();
     if opts.binaries && !machine.cross {
         missing.push("cross (cargo install cross)".into());
     }
     missing.extend(docker_missing(machine, opts.images));
+    missing.extend(sbom_missing(machine, opts));
     missing
 }
 
@@ -95,7 +103,11 @@ pub fn daemonless_missing(machine: &Machine, opts: &Options) -> Vec<String> {
         if machine.zig.is_none() {
             missing.push("zig (pip install ziglang into the project venv, or zig on PATH)".into());
         }
+        if machine.cargo_auditable.is_none() {
+            missing.push("cargo-auditable (cargo install --locked cargo-auditable)".into());
+        }
     }
+    missing.extend(sbom_missing(machine, opts));
     if opts.images && image_tool(machine, opts) == ImageTool::Buildah {
         if !machine.buildah {
             missing.push("buildah (apt) or docker buildx".into());
@@ -170,6 +182,7 @@ pub(crate) mod tests {
         Machine {
             cross: true,
             docker: Docker::ready(),
+            cargo_cyclonedx: Some("/h/.cargo/bin/cargo-cyclonedx".into()),
             python3: true,
             ..Machine::default()
         }
@@ -181,6 +194,8 @@ pub(crate) mod tests {
             build_std_cargo: Some("/usr/bin/cargo".into()),
             rust_src: true,
             zig: Some(PathBuf::from("/venv/zig")),
+            cargo_auditable: Some("/cache/tools/bin/cargo-auditable".into()),
+            cargo_cyclonedx: Some("/cache/tools/bin/cargo-cyclonedx".into()),
             python3: true,
             buildah: true,
             ..Machine::default()
@@ -249,6 +264,7 @@ pub(crate) mod tests {
     fn nothing_fits_lists_what_each_route_lacks() {
         let mac_without_docker = Machine {
             cross: true,
+            cargo_cyclonedx: Some("/h/.cargo/bin/cargo-cyclonedx".into()),
             python3: true,
             ..Machine::default()
         };
@@ -257,7 +273,8 @@ pub(crate) mod tests {
             panic!("{error:?}")
         };
         assert_eq!(cross, &["docker (Docker Desktop, colima or Docker Engine)"]);
-        assert_eq!(daemonless.len(), 5, "{daemonless:?}");
+        // rustc-web, rust-web-src, cargo-web, zig, cargo-auditable, buildah
+        assert_eq!(daemonless.len(), 6, "{daemonless:?}");
         let message = error.to_string();
         assert!(
             message.contains("cargo install cross") || message.contains("colima"),
@@ -279,7 +296,38 @@ pub(crate) mod tests {
         let choice = choose(&options(&["--route", "daemonless"], &HOME), &laptop()).unwrap();
         assert_eq!(choice.route, Route::Daemonless);
         assert_eq!(choice.image_tool, ImageTool::Buildx);
-        assert_eq!(choice.missing.len(), 4, "{:?}", choice.missing);
+        assert_eq!(choice.missing.len(), 5, "{:?}", choice.missing);
+    }
+
+    #[test]
+    fn every_route_needs_cargo_cyclonedx_for_images_and_daemonless_cargo_auditable() {
+        let sbom = "cargo-cyclonedx (cargo install --locked cargo-cyclonedx)";
+        let auditable = "cargo-auditable (cargo install --locked cargo-auditable)";
+        let no_sbom_tool = |machine: Machine| Machine {
+            cargo_cyclonedx: None,
+            ..machine
+        };
+        let choice = choose(
+            &options(&["--route", "cross"], &HOME),
+            &no_sbom_tool(laptop()),
+        )
+        .unwrap();
+        assert_eq!(choice.missing, [sbom]);
+        let choice = choose(&options(&[], &HOME), &no_sbom_tool(debian())).unwrap_err();
+        assert!(choice.to_string().contains(sbom), "{choice}");
+        // Binaries alone need no SBOM tool; the daemonless build needs
+        // cargo-auditable (cross runs its own, inside its containers).
+        let binaries = options(&["--binaries-only"], &HOME);
+        assert!(choose(&binaries, &no_sbom_tool(laptop())).is_ok());
+        let no_auditable = Machine {
+            cargo_auditable: None,
+            ..no_sbom_tool(debian())
+        };
+        let error = choose(&binaries, &no_auditable).unwrap_err();
+        let Error::NoRoute { daemonless, .. } = &error else {
+            panic!("{error:?}")
+        };
+        assert_eq!(daemonless, &[auditable]);
     }
 
     #[test]
@@ -287,6 +335,7 @@ pub(crate) mod tests {
         // Images only: cross itself is not needed, buildx is.
         let docker_only = Machine {
             docker: Docker::ready(),
+            cargo_cyclonedx: Some("/usr/local/bin/cargo-cyclonedx".into()),
             ..Machine::default()
         };
         let choice = choose(&options(&["--images-only"], &HOME), &docker_only).unwrap();
