@@ -2,9 +2,9 @@
 //!
 //! A Kubernetes Service balances TCP connections, and gRPC multiplexes all
 //! calls over one HTTP/2 connection, so behind a ClusterIP every call would
-//! land on one pod. Instead the balancer keeps one channel per replica
-//! address (from [`Resolve`]), re-resolves on an interval, and picks a
-//! replica per call, round-robin.
+//! land on one pod. Instead the balancer keeps one connection per replica
+//! address (from [`Resolve`], each an [`Upstream`]), re-resolves on an
+//! interval, and picks a replica per call, round-robin.
 //!
 //! Failure handling, since `Compute` is idempotent:
 //! - every call has a deadline, sent to gcd as `grpc-timeout` and enforced
@@ -32,23 +32,18 @@ use std::{
     time::Duration,
 };
 
-use gcd_proto::{GcdRequest, gcd_service_client::GcdServiceClient};
 use tokio::time::Instant;
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 
 use crate::{
     metrics::{ApiMetrics, Outcome},
     resolve::{Resolve, Target},
+    upstream::Upstream,
 };
 
 /// Most gcd replicas balanced over; a DNS answer with more is cut to the
 /// first ones in address order (the same ones on every api pod).
 pub const MAX_REPLICAS: usize = 64;
-
-/// HTTP/2 receive window towards each replica, per call and per
-/// connection: answers are a few bytes, and this bounds what a replica can
-/// make us buffer.
-pub const REPLICA_WINDOW: u32 = 64 * 1024;
 
 /// How long a replica that failed is passed over.
 const EJECT_FOR: Duration = Duration::from_secs(2);
@@ -75,10 +70,10 @@ pub enum UpstreamError {
     Failed(Status),
 }
 
-/// One gcd replica and the channel to it.
+/// One gcd replica and the connection to it.
 struct Replica {
     addr: SocketAddr,
-    client: GcdServiceClient<Channel>,
+    upstream: Upstream,
     /// Milliseconds since the balancer's epoch until which to skip it, or
     /// [`Replica::HEALTHY`].
     ejected_until: AtomicU64,
@@ -166,7 +161,7 @@ impl Balancer {
     }
 
     /// Resolves every target once and swaps in the new replica set, keeping
-    /// the channels of replicas that are still there.
+    /// the connections of replicas that are still there.
     pub async fn refresh(&self) {
         let mut resolved = Vec::with_capacity(self.targets.len());
         for target in &self.targets {
@@ -288,14 +283,12 @@ impl Balancer {
             self.metrics.record_upstream(Outcome::DeadlineExceeded);
             return Err(AttemptError::Timeout);
         }
-        let mut request = tonic::Request::new(GcdRequest { a, b });
-        request.set_timeout(remaining);
-        let mut client = replica.client.clone();
-        let outcome = tokio::time::timeout_at(deadline, client.compute(request)).await;
+        let call = replica.upstream.compute(a, b, remaining);
+        let outcome = tokio::time::timeout_at(deadline, call).await;
         let result = match outcome {
-            Ok(Ok(response)) => {
+            Ok(Ok(result)) => {
                 replica.mark_healthy();
-                Ok(response.into_inner().result)
+                Ok(result)
             }
             Err(_) => Err(AttemptError::Timeout),
             // tonic enforces the `grpc-timeout` it sent as well, and its
@@ -361,30 +354,14 @@ impl Balancer {
             .clone()
     }
 
+    /// A replica, connected on its first call.
     fn connect(&self, addr: SocketAddr) -> Replica {
-        // A socket address is always a valid URI authority.
-        let endpoint = tonic::transport::Endpoint::from(http_uri(addr))
-            .connect_timeout(self.settings.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .initial_stream_window_size(REPLICA_WINDOW)
-            .initial_connection_window_size(REPLICA_WINDOW);
         Replica {
             addr,
-            client: GcdServiceClient::new(endpoint.connect_lazy()),
+            upstream: Upstream::new(addr, self.settings.connect_timeout),
             ejected_until: AtomicU64::new(Replica::HEALTHY),
         }
     }
-}
-
-fn http_uri(addr: SocketAddr) -> tonic::codegen::http::Uri {
-    tonic::codegen::http::Uri::builder()
-        .scheme("http")
-        .authority(addr.to_string())
-        .path_and_query("/")
-        .build()
-        .unwrap_or_default()
 }
 
 /// Unreachable means the call never reached gcd's handler, or the

@@ -3,9 +3,11 @@
 //!
 //! - [`resolve`]: turns `--gcd` targets into socket addresses; injectable,
 //!   so tests can make one name stand for several replicas.
-//! - [`balancer`]: keeps one lazily connected gRPC channel per gcd replica,
+//! - [`balancer`]: keeps one lazily made connection per gcd replica,
 //!   re-resolves periodically, and spreads calls round-robin with a
 //!   deadline and one retry on a different replica (at most 64 replicas).
+//! - [`upstream`]: the `Compute` call on one replica's HTTP/2 connection,
+//!   on the `h2` crate directly, its failures as gRPC statuses.
 //! - [`routes`]: the public HTTP contract, its JSON errors, and the guard
 //!   that sheds load and records metrics.
 //! - [`metrics`]: what the admin port exports.
@@ -23,6 +25,7 @@ pub mod metrics;
 pub mod resolve;
 pub mod routes;
 pub mod server;
+pub mod upstream;
 
 pub use config::Config;
 pub use server::{Server, ServerError};

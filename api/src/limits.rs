@@ -30,7 +30,7 @@ pub const CONNECTION: u64 = 48 * KIB;
 /// decode buffers, the HTTP/2 stream and the response.
 pub const REQUEST: u64 = 32 * KIB;
 /// One gRPC connection to a gcd replica: h2's buffers and its receive
-/// window ([`crate::balancer::REPLICA_WINDOW`]).
+/// window ([`crate::upstream::WINDOW`]).
 pub const REPLICA_CONNECTION: u64 = 96 * KIB;
 
 /// Kernel buffers of each public connection: a request head fits in a few
