@@ -8,8 +8,8 @@
 //!   deadline and one retry on a different replica (at most 64 replicas).
 //! - [`upstream`]: the `Compute` call on one replica's HTTP/2 connection,
 //!   on the `h2` crate directly, its failures as gRPC statuses.
-//! - [`routes`]: the public HTTP contract, its JSON errors, and the guard
-//!   that sheds load and records metrics.
+//! - [`routes`]: the public HTTP contract, its JSON errors, load shedding
+//!   and the metrics of each request.
 //! - [`metrics`]: what the admin port exports.
 //! - [`server`]: binds both ports, serves them with the bounded HTTP/1
 //!   driver of [`ops::serve`], and runs them through the shutdown

@@ -312,11 +312,16 @@ fn status_of(headers: &HeaderMap) -> Option<Status> {
     Some(Status::new(code, message))
 }
 
-/// `grpc-timeout` in microseconds (at most 8 digits: 99 s; deadlines are
-/// seconds at most), rounded up so that it never reads as already passed.
+/// `grpc-timeout` in whole milliseconds, rounded up so that it never reads
+/// as already passed (at most 8 digits: 27 hours; deadlines are seconds).
+/// Milliseconds rather than anything finer because the value then repeats
+/// from call to call (a first attempt's remaining time is the whole
+/// deadline, give or take a microsecond), and HPACK sends a repeated header
+/// as a one-byte index instead of a new literal for both ends to
+/// Huffman-code and enter in their tables (results/ledger.md).
 fn grpc_timeout(timeout: Duration) -> HeaderValue {
-    let micros = timeout.as_nanos().div_ceil(1000).clamp(1, 99_999_999);
-    HeaderValue::from_str(&format!("{micros}u")).unwrap_or(HeaderValue::from_static("99999999u"))
+    let millis = timeout.as_nanos().div_ceil(1_000_000).clamp(1, 99_999_999);
+    HeaderValue::from_str(&format!("{millis}m")).unwrap_or(HeaderValue::from_static("99999999m"))
 }
 
 /// Takes connection `generation` out of use if it is still the open one,
@@ -391,11 +396,12 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_are_sent_in_microseconds_rounded_up() {
-        assert_eq!(grpc_timeout(Duration::from_secs(1)), "1000000u");
-        assert_eq!(grpc_timeout(Duration::from_nanos(1)), "1u");
-        assert_eq!(grpc_timeout(Duration::ZERO), "1u");
-        assert_eq!(grpc_timeout(Duration::from_secs(1000)), "99999999u");
+    fn timeouts_are_sent_in_milliseconds_rounded_up() {
+        assert_eq!(grpc_timeout(Duration::from_secs(1)), "1000m");
+        assert_eq!(grpc_timeout(Duration::from_micros(999_999)), "1000m");
+        assert_eq!(grpc_timeout(Duration::from_nanos(1)), "1m");
+        assert_eq!(grpc_timeout(Duration::ZERO), "1m");
+        assert_eq!(grpc_timeout(Duration::from_secs(200_000)), "99999999m");
     }
 
     #[tokio::test]
