@@ -125,15 +125,17 @@ impl Upstream {
             .map_err(Failure::Connection)?;
         let response = response.await.map_err(Failure::Connection)?;
         if response.status() != http::StatusCode::OK {
-            return Err(Failure::Answer(format!(
-                "HTTP status {} from gcd",
-                response.status()
-            )));
+            return Err(not_grpc(response.status()));
         }
         let (parts, mut body) = response.into_parts();
-        // A Trailers-Only answer carries its status in the headers.
-        if let Some(status) = status_of(&parts.headers) {
-            return Err(Failure::Status(status));
+        // A Trailers-Only answer carries its status in the headers, and no
+        // message: an error, or a broken answer if it says OK.
+        match status_of(&parts.headers) {
+            Some(status) if status.code() == Code::Ok => {
+                return Err(Failure::Answer("OK without a message".into()));
+            }
+            Some(status) => return Err(Failure::Status(status)),
+            None => {}
         }
         let mut message = BytesMut::new();
         while let Some(chunk) = body.data().await {
@@ -294,6 +296,18 @@ fn decode(mut message: Bytes) -> Result<u64, Failure> {
         .map_err(|e| Failure::Answer(format!("an undecodable answer ({e})")))
 }
 
+/// An HTTP answer other than 200, as the gRPC spec maps it: what a proxy
+/// in front of gcd says when it cannot reach it (429, 502, 503, 504) is
+/// `UNAVAILABLE`, to be retried; anything else is not a gRPC answer.
+fn not_grpc(status: http::StatusCode) -> Failure {
+    match status.as_u16() {
+        429 | 502 | 503 | 504 => Failure::Status(Status::unavailable(format!(
+            "HTTP status {status} on the way to gcd"
+        ))),
+        _ => Failure::Answer(format!("HTTP status {status}")),
+    }
+}
+
 /// The status in `grpc-status` / `grpc-message`, if there is one.
 fn status_of(headers: &HeaderMap) -> Option<Status> {
     let code = headers.get("grpc-status")?;
@@ -393,6 +407,21 @@ mod tests {
         );
         headers.insert("grpc-status", HeaderValue::from_static("x"));
         assert_eq!(status_of(&headers).unwrap().code(), Code::Unknown);
+    }
+
+    #[test]
+    fn http_errors_on_the_way_are_unavailable_and_others_internal() {
+        for (http, code) in [
+            (503, Code::Unavailable),
+            (502, Code::Unavailable),
+            (504, Code::Unavailable),
+            (429, Code::Unavailable),
+            (404, Code::Internal),
+            (500, Code::Internal),
+        ] {
+            let status = Status::from(not_grpc(http::StatusCode::from_u16(http).unwrap()));
+            assert_eq!(status.code(), code, "HTTP {http}: {status}");
+        }
     }
 
     #[test]
