@@ -120,13 +120,14 @@ pub fn router(state: AppState) -> Router {
 /// results/ledger.md), and only this route does work worth shedding.
 async fn gcd(State(state): State<AppState>, uri: Uri) -> Response {
     let started = Instant::now();
-    let route = if operands(uri.path()).is_some() {
+    let operands = operands(uri.path());
+    let route = if operands.is_some() {
         Route::Gcd
     } else {
         Route::Unmatched
     };
     let response = match state.in_flight.try_acquire() {
-        Ok(_permit) => answer(&state, &uri)
+        Ok(_permit) => answer(&state, operands)
             .await
             .unwrap_or_else(IntoResponse::into_response),
         Err(_) => ApiError::Overloaded.into_response(),
@@ -137,8 +138,8 @@ async fn gcd(State(state): State<AppState>, uri: Uri) -> Response {
     response
 }
 
-async fn answer(state: &AppState, uri: &Uri) -> Result<Response, ApiError> {
-    let (a, b) = operands(uri.path()).ok_or(ApiError::NotFound)?;
+async fn answer(state: &AppState, operands: Option<(&str, &str)>) -> Result<Response, ApiError> {
+    let (a, b) = operands.ok_or(ApiError::NotFound)?;
     let a = parse_operand(a).ok_or(ApiError::InvalidA)?;
     let b = parse_operand(b).ok_or(ApiError::InvalidB)?;
     let result = state.balancer.compute(a, b).await?;

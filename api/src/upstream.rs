@@ -24,7 +24,7 @@
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex, MutexGuard, Weak},
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
@@ -209,36 +209,37 @@ impl Upstream {
         // reference through which it takes the connection out of use).
         let slot = Arc::downgrade(&self.connection);
         tokio::spawn(async move {
-            if let Some(mut pings) = pings {
-                let mut interval = tokio::time::interval(KEEP_ALIVE_INTERVAL);
-                interval.reset();
-                loop {
-                    tokio::select! {
-                        _ = &mut connection => break,
-                        _ = interval.tick() => {
-                            let pong = tokio::time::timeout(
-                                KEEP_ALIVE_TIMEOUT,
-                                pings.ping(h2::Ping::opaque()),
-                            );
-                            tokio::select! {
-                                _ = &mut connection => break,
-                                answered = pong => if !matches!(answered, Ok(Ok(_))) {
-                                    break;
-                                },
-                            }
-                        }
-                    }
-                }
-            } else {
-                let _ = connection.await;
+            tokio::select! {
+                _ = connection => {}
+                _ = keep_alive(pings) => {}
             }
-            take_out_of_use(&slot, generation);
+            if let Some(slot) = slot.upgrade() {
+                take_out_of_use(&slot, generation);
+            }
         });
         Ok(sender)
     }
 
     fn forget(&self, generation: u64) {
-        take_out_of_use(&Arc::downgrade(&self.connection), generation);
+        take_out_of_use(&self.connection, generation);
+    }
+}
+
+/// PINGs the peer every [`KEEP_ALIVE_INTERVAL`]; returns when one goes
+/// unanswered for [`KEEP_ALIVE_TIMEOUT`], which ends the connection.
+async fn keep_alive(pings: Option<h2::PingPong>) {
+    // h2 hands out one PingPong per connection, and this is the only taker.
+    let Some(mut pings) = pings else {
+        return std::future::pending().await;
+    };
+    let mut interval = tokio::time::interval(KEEP_ALIVE_INTERVAL);
+    interval.reset();
+    loop {
+        interval.tick().await;
+        let pong = tokio::time::timeout(KEEP_ALIVE_TIMEOUT, pings.ping(h2::Ping::opaque()));
+        if !matches!(pong.await, Ok(Ok(_))) {
+            return;
+        }
     }
 }
 
@@ -340,9 +341,8 @@ fn grpc_timeout(timeout: Duration) -> HeaderValue {
 
 /// Takes connection `generation` out of use if it is still the open one,
 /// so the next call connects afresh.
-fn take_out_of_use(slot: &Weak<Mutex<Open>>, generation: u64) {
-    let Some(slot) = slot.upgrade() else { return };
-    let mut open = lock(&slot);
+fn take_out_of_use(open: &Mutex<Open>, generation: u64) {
+    let mut open = lock(open);
     if open
         .as_ref()
         .is_some_and(|(number, _)| *number == generation)
