@@ -229,12 +229,7 @@ fn every_connection_has_calls_of_its_own() {
         let greedy = channel(&gcd).await;
         let mut held = Vec::new();
         for _ in 0..3 {
-            let stream = ServerReflectionClient::new(greedy.clone())
-                .server_reflection_info(tokio_stream::pending::<ServerReflectionRequest>())
-                .await
-                .unwrap()
-                .into_inner();
-            held.push(stream);
+            held.push(held_call(&greedy).await.unwrap());
         }
         // A new client is served from its own reserved calls, at once and
         // without evicting anyone.
@@ -249,6 +244,59 @@ fn every_connection_has_calls_of_its_own() {
             assert!(waiting.is_err(), "a held call ended: {waiting:?}");
         }
     });
+}
+
+#[test]
+fn a_call_within_its_connections_own_places_is_never_evicted() {
+    // One shared place on the port; held calls stay open for as long as
+    // the test needs.
+    let gcd = Service::gcd(
+        None,
+        &["--max-concurrent-calls", "1", "--call-timeout-ms", "60000"],
+    );
+    runtime().block_on(async {
+        // A client whose one call is still in flight (its request on a slow
+        // link), open before anyone else's.
+        let slow = channel(&gcd).await;
+        let mut slow_call = held_call(&slow).await.unwrap();
+        // A client holding its own calls and the port's shared place.
+        let greedy = channel(&gcd).await;
+        let mut greedy_calls = Vec::new();
+        for _ in 0..3 {
+            greedy_calls.push(held_call(&greedy).await.unwrap());
+        }
+        // Another one wants a shared place too: the greedy client's
+        // connection gives it up, not the slow client's, which frees none.
+        let other = channel(&gcd).await;
+        let mut other_calls = Vec::new();
+        for _ in 0..3 {
+            let call = tokio::time::timeout(Duration::from_secs(10), held_call(&other)).await;
+            other_calls.push(call.expect("the call got a place").unwrap());
+        }
+        for call in &mut greedy_calls {
+            let ended = tokio::time::timeout(Duration::from_secs(10), call.message()).await;
+            assert!(
+                matches!(ended, Ok(Err(_))),
+                "the greedy client's call is still open: {ended:?}"
+            );
+        }
+        let waiting = tokio::time::timeout(Duration::from_millis(100), slow_call.message()).await;
+        assert!(
+            waiting.is_err(),
+            "the slow client's call ended: {waiting:?}"
+        );
+    });
+}
+
+/// A reflection call whose requests never come: it stays open on the
+/// server until the call timeout.
+async fn held_call(
+    channel: &Channel,
+) -> Result<tonic::Streaming<tonic_reflection::pb::v1::ServerReflectionResponse>, tonic::Status> {
+    let response = ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(tokio_stream::pending::<ServerReflectionRequest>())
+        .await?;
+    Ok(response.into_inner())
 }
 
 #[test]

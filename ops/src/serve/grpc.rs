@@ -14,20 +14,20 @@
 //!   are counted with the connection), so no number of other clients can
 //!   keep a connection from being served; calls beyond those share
 //!   `max_calls` places on the whole port. When the port is full, a new
-//!   call takes the place of the calls
-//!   of the connection that has gone longest without any call starting or
-//!   ending (a client holding calls open without sending them), which is
-//!   closed. At most [`MAX_WAITING_CALLS`] calls wait for such a place at
-//!   once (the moment it takes the evicted connection to let go); beyond
-//!   that, or when the new call's own connection holds every place, it is
-//!   answered `RESOURCE_EXHAUSTED`.
+//!   call takes the places of the connection holding shared places that
+//!   has gone longest without a call ending (a client holding calls open
+//!   without sending them), which is closed; a connection within its
+//!   reserved calls is never the one. At most [`MAX_WAITING_CALLS`] calls
+//!   wait for such a place at once (the moment it takes the evicted
+//!   connection to let go); beyond that, or when the new call's own
+//!   connection holds every place, it is answered `RESOURCE_EXHAUSTED`.
 //!   Every call ends within `call_timeout` (or the client's shorter
 //!   `grpc-timeout`), request and response streams included, except the
 //!   methods listed as long-lived (health `Watch`), whose request must
 //!   still arrive in time. A call that runs out of our time means a client
 //!   that stalled it (our handlers answer in microseconds): its connection
-//!   is dropped. So is a connection whose open calls see no call start or
-//!   end for longer than that, which catches a client that stops granting
+//!   is dropped. So is a connection whose open calls see none of them end
+//!   for longer than that, which catches a client that stops granting
 //!   flow-control window for our answers.
 //! - **bytes**: flow-control windows ([`STREAM_WINDOW`],
 //!   [`CONNECTION_WINDOW`]) bound what a client may send before we read it,
@@ -179,9 +179,9 @@ where
 {
     tokio::pin!(conn);
     let activity = slot.activity.clone();
-    // Calls end within the call timeout; a connection whose open calls have
-    // seen no call start or end for longer is one whose client stopped
-    // sending, or stopped granting us flow-control window to answer.
+    // Calls end within the call timeout; a connection that has had calls in
+    // flight for longer without any of them ending is one whose client
+    // stopped sending, or stopped granting us flow-control window to answer.
     let stalled_after = limits.call_timeout + STALL_MARGIN;
     let mut next_check = Instant::now() + limits.handshake_timeout;
     let reason = loop {
@@ -195,21 +195,21 @@ where
             }
             () = slot.stopping.wait() => break "server stopping",
             () = tokio::time::sleep_until(next_check) => {
-                let Some(last_active) = activity.last_active() else {
+                let Some(last_progress) = activity.last_progress() else {
                     return tracing::debug!("no call within the handshake timeout; dropped");
                 };
                 let now = Instant::now();
                 if activity.in_flight() > 0 {
-                    if now >= last_active + stalled_after {
+                    if now >= last_progress + stalled_after {
                         return tracing::debug!("calls made no progress; dropped");
                     }
-                    next_check = last_active + stalled_after;
+                    next_check = last_progress + stalled_after;
                 } else if !activity.is_idle() {
                     next_check = now + limits.idle_timeout;
-                } else if now >= last_active + limits.idle_timeout {
+                } else if now >= last_progress + limits.idle_timeout {
                     break "idle";
                 } else {
-                    next_check = last_active + limits.idle_timeout;
+                    next_check = last_progress + limits.idle_timeout;
                 }
             }
         }
@@ -298,8 +298,12 @@ where
         deadline: Instant,
         ours: bool,
     ) -> CallFuture<S, B> {
+        let mut in_flight = self.activity.start();
+        if slot.is_some() {
+            in_flight.hold_shared_place();
+        }
         let guard = CallGuard {
-            in_flight: self.activity.start(),
+            in_flight,
             _slot: slot,
             close: self.close.clone(),
         };
@@ -353,7 +357,7 @@ where
             return self.run(request, Some(slot), deadline, ours);
         }
         let waiting = match self.port.waiting.clone().try_acquire_owned() {
-            Ok(waiting) if self.connections.evict_stalest_busy(&self.activity) => waiting,
+            Ok(waiting) if self.connections.evict_stalest_holder(&self.activity) => waiting,
             _ => {
                 return CallFuture::Answered {
                     response: Some(status_response(

@@ -134,12 +134,18 @@ impl Stopping {
 pub struct Activity {
     /// Shared by the port, so times compare across connections.
     epoch: Instant,
-    /// Milliseconds after `epoch` of the last request start or end, or
-    /// [`Activity::NEVER`].
-    last_active_ms: AtomicU64,
+    /// Milliseconds after `epoch` of the connection's last progress, or
+    /// [`Activity::NEVER`] before its first request: when a request or call
+    /// last ended, or started with none other in flight. Starting more
+    /// calls beside ones that never end is not progress, so a client that
+    /// keeps doing it still looks as stuck as it is.
+    last_progress_ms: AtomicU64,
     /// Milliseconds after `epoch` when the connection was accepted.
     accepted_ms: u64,
     in_flight: AtomicUsize,
+    /// Calls holding one of the port's shared places (gRPC), beyond their
+    /// connection's own reserved ones.
+    shared_places: AtomicUsize,
     /// Streams meant to stay open (gRPC health `Watch`) once their request
     /// has arrived: they keep a connection from being idle, but are not
     /// expected to end.
@@ -153,9 +159,10 @@ impl Activity {
     fn new(epoch: Instant) -> Self {
         Self {
             epoch,
-            last_active_ms: AtomicU64::new(Self::NEVER),
+            last_progress_ms: AtomicU64::new(Self::NEVER),
             accepted_ms: u64::try_from(epoch.elapsed().as_millis()).unwrap_or(Self::NEVER - 1),
             in_flight: AtomicUsize::new(0),
+            shared_places: AtomicUsize::new(0),
             long_lived: AtomicUsize::new(0),
             evict: Notify::new(),
         }
@@ -168,22 +175,19 @@ impl Activity {
 
     /// A request or call started: returns a guard that records its end.
     pub fn start(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.touch();
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.progressed();
+        }
         InFlight {
             activity: self.clone(),
             long_lived: false,
+            shared_place: false,
         }
     }
 
-    fn touch(&self) {
+    fn progressed(&self) {
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(Self::NEVER - 1);
-        self.last_active_ms.store(now, Ordering::Relaxed);
-    }
-
-    /// Whether a request or call has ever started.
-    pub fn ever_active(&self) -> bool {
-        self.last_active_ms.load(Ordering::Relaxed) != Self::NEVER
+        self.last_progress_ms.store(now, Ordering::Relaxed);
     }
 
     /// Requests or calls in flight, long-lived streams not included.
@@ -201,20 +205,20 @@ impl Activity {
         self.open() == 0
     }
 
-    /// When the last request or call started or ended (`None` if none ever
-    /// did).
-    pub fn last_active(&self) -> Option<Instant> {
-        let ms = self.last_active_ms.load(Ordering::Relaxed);
+    /// When the connection last made progress: a request or call ended, or
+    /// started with none other in flight (`None` before the first one).
+    pub fn last_progress(&self) -> Option<Instant> {
+        let ms = self.last_progress_ms.load(Ordering::Relaxed);
         (ms != Self::NEVER).then(|| self.epoch + Duration::from_millis(ms))
     }
 
     /// Eviction order, lowest first: never used, then idle, then only
-    /// long-lived streams open, then anything; within each, the least
-    /// recently active, and among the never used the longest accepted (a
+    /// long-lived streams open, then anything; within each, the longest
+    /// without progress, and among the never used the longest accepted (a
     /// connection accepted a moment ago may not have been read yet: it must
     /// not go before the ones that had their chance).
     fn eviction_rank(&self) -> (u8, u64) {
-        let last = self.last_active_ms.load(Ordering::Relaxed);
+        let last = self.last_progress_ms.load(Ordering::Relaxed);
         let class = if last == Self::NEVER {
             0
         } else if self.is_idle() {
@@ -240,9 +244,19 @@ impl Activity {
 pub struct InFlight {
     activity: Arc<Activity>,
     long_lived: bool,
+    shared_place: bool,
 }
 
 impl InFlight {
+    /// The call holds one of the port's shared places: its connection may
+    /// be evicted to give them to others ([`Slots::evict_stalest_holder`]).
+    pub fn hold_shared_place(&mut self) {
+        if !self.shared_place {
+            self.shared_place = true;
+            self.activity.shared_places.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The call's request has arrived and it is a stream meant to stay
     /// open: count it as long-lived from now on.
     pub fn settle_long_lived(&mut self) {
@@ -251,7 +265,7 @@ impl InFlight {
             let activity = &self.activity;
             activity.long_lived.fetch_add(1, Ordering::Relaxed);
             activity.in_flight.fetch_sub(1, Ordering::Relaxed);
-            activity.touch();
+            activity.progressed();
         }
     }
 }
@@ -259,7 +273,10 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         let activity = &self.activity;
-        activity.touch();
+        activity.progressed();
+        if self.shared_place {
+            activity.shared_places.fetch_sub(1, Ordering::Relaxed);
+        }
         if self.long_lived {
             activity.long_lived.fetch_sub(1, Ordering::Relaxed);
         } else {
@@ -337,18 +354,21 @@ impl Slots {
         }
     }
 
-    /// Tells the connection whose requests in flight have gone longest
-    /// without any starting or ending to close, unless that is `except`;
-    /// returns whether there was one. Legitimate requests end within
-    /// moments, so this is a client holding requests open without sending
-    /// them.
-    pub fn evict_stalest_busy(&self, except: &Arc<Activity>) -> bool {
+    /// Tells the connection holding shared call places that has gone
+    /// longest without progress to close, unless that is `except`; returns
+    /// whether there was one. Legitimate calls end within moments, so this
+    /// is a client holding calls open without sending them. A connection
+    /// within its reserved calls holds no shared place and is never chosen:
+    /// closing it would free nothing for others.
+    pub fn evict_stalest_holder(&self, except: &Arc<Activity>) -> bool {
         let open = lock(&self.open);
         let victim = open
             .iter()
             .flatten()
-            .filter(|activity| activity.in_flight() > 0 && !Arc::ptr_eq(activity, except))
-            .min_by_key(|activity| activity.last_active_ms.load(Ordering::Relaxed));
+            .filter(|activity| {
+                activity.shared_places.load(Ordering::Relaxed) > 0 && !Arc::ptr_eq(activity, except)
+            })
+            .min_by_key(|activity| activity.last_progress_ms.load(Ordering::Relaxed));
         if let Some(victim) = victim {
             victim.evict.notify_one();
         }
@@ -476,6 +496,51 @@ mod tests {
             "the longer accepted silent connection goes first"
         );
         assert!(!is_notified(&newer));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_evict_the_holder_of_shared_places_with_the_oldest_progress() {
+        let slots = Arc::new(Slots::new(4));
+        let (stuck_place, stuck) = take(&slots);
+        let (_legit_place, legit) = take(&slots);
+        let (_busy_place, busy) = take(&slots);
+        let (_asking_place, asking) = take(&slots);
+
+        // A client holding shared places with calls that never end, and
+        // starting more beside them.
+        let mut stuck_calls = vec![shared_call(&stuck)];
+        tokio::time::advance(Duration::from_millis(10)).await;
+        // A multiplexed client whose calls keep ending.
+        let mut busy_calls = vec![shared_call(&busy)];
+        // A client with one call in flight, within its reserved ones.
+        let _legit_call = legit.start();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        stuck_calls.push(shared_call(&stuck));
+        busy_calls.push(shared_call(&busy));
+        busy_calls.remove(0);
+
+        assert!(slots.evict_stalest_holder(&asking));
+        assert!(is_notified(&stuck), "the holder that never progressed goes");
+        assert!(!is_notified(&legit) && !is_notified(&busy));
+
+        drop(stuck_calls);
+        drop(stuck_place);
+        assert!(slots.evict_stalest_holder(&asking));
+        assert!(is_notified(&busy));
+        assert!(
+            !is_notified(&legit),
+            "a connection within its reserved calls frees nothing"
+        );
+
+        drop(busy_calls);
+        assert!(!slots.evict_stalest_holder(&asking));
+        assert!(!is_notified(&legit));
+    }
+
+    fn shared_call(activity: &Arc<Activity>) -> InFlight {
+        let mut call = activity.start();
+        call.hold_shared_place();
+        call
     }
 
     /// A new connection's place, as the accept loop takes it.
