@@ -15,9 +15,8 @@ come and go. Per minute it records requests served and failed (wrk errors
 and non-2xx answers; the goal is 0), p99, and the RSS of the api and of
 the gcd replicas; the api's last minute should be within 10 % of its first
 (nothing is kept per departed replica). RSS also counts the free memory
-musl's allocator keeps for reuse, which grows, ever more slowly, to the
-peak of each allocation size; the live heap per departed replica is
-asserted exactly by api/tests/departed_replicas.rs.
+the allocator keeps; the live heap per departed replica is asserted
+exactly by api/tests/departed_replicas.rs.
 
 Needs what scripts/test.sh installs (podman, runc, wrk, the venv) and the
 images in dist/images (scripts/build-arm.sh). Run it with the venv's
@@ -202,9 +201,9 @@ def write(path: Path, rows: list[dict], churn: Churn, minutes: int, churning: bo
         f"- api RSS: first minute {first} KiB, last minute {last} KiB ({growth:+.1f} %; goal within 10 %)",
         f"- api RSS over the second half: minute {half['minute']} {half['api_rss']} KiB, last minute {last} KiB "
         f"({later_growth:+.1f} %)",
-        "- RSS counts the free memory musl's allocator keeps for reuse (it grows, more and more slowly, towards",
-        "  the sum of every allocation size's peak); the live heap does not grow with departed replicas, asserted by",
-        "  `api/tests/departed_replicas.rs` (100 replicas rolled through, within 40 bytes each)",
+        "- RSS counts the free memory the allocator (dlmalloc) keeps as well as the live heap; the live heap does",
+        "  not grow with departed replicas, asserted by `api/tests/departed_replicas.rs` (100 replicas rolled",
+        "  through, within 40 bytes each)",
         f"- gcd RSS (largest replica): median {statistics.median(r['gcd_rss'] for r in rows)} KiB",
     ]
     if churn.error:

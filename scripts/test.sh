@@ -11,15 +11,16 @@
 #      checks, the memory budget of each Deployment), the binaries under
 #      qemu, the images under podman and containerd (imported as k3s does),
 #      the manifests' topology run with the real images, hostile clients
-#      against the shipped binaries and images (docs/memory-budget.md), and
+#      against the shipped binaries and images (docs/memory-budget.md), RSS
+#      that levels off under sustained load with several workers, and
 #      the gRPC peers users run (grpc-go, grpcio), schemathesis against
 #      api/openapi.yaml, rollouts, scaling, an api replaced and a gcd killed
 #      under load (tests/system/cluster.py plays the control plane), and
 #      build-arm.sh on a laptop's cross + buildx route (stand-ins) with GNU
 #      and BSD tools.
 # --host-only stops after step 3, checks the manifests and runs the
-# hostile-client and interop tests against a host release build: a few
-# minutes.
+# hostile-client, sustained-load and interop tests against a host release
+# build: a few minutes.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -69,10 +70,10 @@ pytest=("$VENV/bin/python" -m pytest -p no:cacheprovider -q)
 if [ "$host_only" = 1 ]; then
   log "pytest tests/system/test_manifests.py"
   "${pytest[@]}" tests/system/test_manifests.py
-  log "cargo build --release (host), then the hostile-client and interop tests"
+  log "cargo build --release (host), then the hostile-client, sustained-load and interop tests"
   cargo build --release --locked -p gcd -p api
   PI_GCD_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/release" "${pytest[@]}" \
-    tests/system/test_hostile.py tests/system/test_interop.py
+    tests/system/test_hostile.py tests/system/test_sustained_load.py tests/system/test_interop.py
   exit 0
 fi
 

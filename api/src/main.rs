@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use api::{Config, Server};
 
+/// dlmalloc, not musl's own malloc: with several worker threads musl's
+/// malloc let RSS climb without end under steady load, towards the
+/// container's limit (tests/system/test_sustained_load.py, results/ledger.md).
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 fn main() -> ExitCode {
     let args: api::config::Args = match ops::config::parse_args() {
         Ok(args) => args,

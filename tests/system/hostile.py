@@ -64,11 +64,16 @@ def raise_open_files(wanted: int) -> int:
 
 def vm_hwm(pid: int) -> int:
     """Peak resident memory of a process (VmHWM), in bytes."""
+    return memory_status(pid, "VmHWM")
+
+
+def memory_status(pid: int, field: str) -> int:
+    """A memory figure of /proc/PID/status (VmRSS, VmHWM, ...), in bytes."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmHWM for pid {pid}")
+    raise AssertionError(f"no {field} for pid {pid}")
 
 
 # ------------------------------------------------------------------ sockets

@@ -9,6 +9,10 @@ use argh::FromArgs;
 use axum::{Router, http::header, routing::get};
 use ops::{Phase, serve};
 
+/// The api's allocator, so the ceiling is measured on the same footing.
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 /// Fixed-answer HTTP responder on the api's HTTP stack, for measuring this
 /// machine's ceiling: GET /gcd/{a}/{b} always answers {"result":"6"}.
 #[derive(FromArgs, Debug)]
