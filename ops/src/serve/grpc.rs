@@ -267,10 +267,9 @@ struct Port {
 /// Holds a call's place on its connection and on the port until dropped
 /// (when its response has been sent, or abandoned).
 struct CallGuard {
+    /// Holds the call's shared place on the port too, unless the call is
+    /// one of its connection's reserved ones.
     in_flight: InFlight,
-    /// A shared place on the port, unless the call is one of its
-    /// connection's reserved ones.
-    _slot: Option<OwnedSemaphorePermit>,
     /// Asks the connection to close: the client stalled this call.
     close: Arc<Notify>,
 }
@@ -299,12 +298,11 @@ where
         ours: bool,
     ) -> CallFuture<S, B> {
         let mut in_flight = self.activity.start();
-        if slot.is_some() {
-            in_flight.hold_shared_place();
+        if let Some(slot) = slot {
+            in_flight.hold_shared_place(slot);
         }
         let guard = CallGuard {
             in_flight,
-            _slot: slot,
             close: self.close.clone(),
         };
         let long_lived = self

@@ -181,7 +181,7 @@ impl Activity {
         InFlight {
             activity: self.clone(),
             long_lived: false,
-            shared_place: false,
+            shared_place: None,
         }
     }
 
@@ -244,15 +244,16 @@ impl Activity {
 pub struct InFlight {
     activity: Arc<Activity>,
     long_lived: bool,
-    shared_place: bool,
+    /// One of the port's shared places (gRPC), given back when dropped.
+    shared_place: Option<OwnedSemaphorePermit>,
 }
 
 impl InFlight {
-    /// The call holds one of the port's shared places: its connection may
-    /// be evicted to give them to others ([`Slots::evict_stalest_holder`]).
-    pub fn hold_shared_place(&mut self) {
-        if !self.shared_place {
-            self.shared_place = true;
+    /// The call holds one of the port's shared places until it ends: its
+    /// connection may be evicted to give it to another
+    /// ([`Slots::evict_stalest_holder`]).
+    pub fn hold_shared_place(&mut self, place: OwnedSemaphorePermit) {
+        if self.shared_place.replace(place).is_none() {
             self.activity.shared_places.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -274,7 +275,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let activity = &self.activity;
         activity.progressed();
-        if self.shared_place {
+        if self.shared_place.is_some() {
             activity.shared_places.fetch_sub(1, Ordering::Relaxed);
         }
         if self.long_lived {
@@ -539,7 +540,8 @@ mod tests {
 
     fn shared_call(activity: &Arc<Activity>) -> InFlight {
         let mut call = activity.start();
-        call.hold_shared_place();
+        let place = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        call.hold_shared_place(place);
         call
     }
 
