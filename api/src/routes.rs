@@ -143,7 +143,11 @@ async fn answer(state: &AppState, operands: Option<(&str, &str)>) -> Result<Resp
     let a = parse_operand(a).ok_or(ApiError::InvalidA)?;
     let b = parse_operand(b).ok_or(ApiError::InvalidB)?;
     let result = state.balancer.compute(a, b).await?;
-    Ok(json(StatusCode::OK, format!("{{\"result\":\"{result}\"}}")))
+    let mut body = String::with_capacity(32);
+    body.push_str("{\"result\":\"");
+    body.push_str(itoa::Buffer::new().format(result));
+    body.push_str("\"}");
+    Ok(json(StatusCode::OK, body))
 }
 
 async fn not_found(State(state): State<AppState>) -> Response {

@@ -28,8 +28,11 @@ use std::{
     time::Duration,
 };
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use gcd_proto::{GcdRequest, GcdResponse};
+use bytes::{Bytes, BytesMut};
+use gcd_proto::{
+    GcdRequest, GcdResponse,
+    framing::{self, GRPC_STATUS, PREFIX_BYTES},
+};
 use h2::client::SendRequest;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri, header};
 use prost::Message;
@@ -131,10 +134,8 @@ impl Upstream {
         // A Trailers-Only answer carries its status in the headers, and no
         // message: an error, or a broken answer if it says OK.
         match status_of(&parts.headers) {
-            Some(status) if status.code() == Code::Ok => {
-                return Err(Failure::Answer("OK without a message".into()));
-            }
-            Some(status) => return Err(Failure::Status(status)),
+            Some(Ok(())) => return Err(Failure::Answer("OK without a message".into())),
+            Some(Err(status)) => return Err(Failure::Status(status)),
             None => {}
         }
         let mut message = BytesMut::new();
@@ -149,8 +150,8 @@ impl Upstream {
         let trailers = body.trailers().await.map_err(Failure::Connection)?;
         match trailers.as_ref().and_then(status_of) {
             None => Err(Failure::Answer("an answer without grpc-status".into())),
-            Some(status) if status.code() != Code::Ok => Err(Failure::Status(status)),
-            Some(_) => decode(message.freeze()),
+            Some(Err(status)) => Err(Failure::Status(status)),
+            Some(Ok(())) => decode(message.freeze()),
         }
     }
 
@@ -269,30 +270,22 @@ impl From<Failure> for Status {
     }
 }
 
-/// A gRPC message: no compression, its length, the protobuf.
 fn encode(a: u64, b: u64) -> Bytes {
-    let message = GcdRequest { a, b };
-    let length = message.encoded_len();
-    let mut buf = BytesMut::with_capacity(5 + length);
-    buf.put_u8(0);
-    buf.put_u32(length as u32);
-    // Cannot fail: the buffer has room for the message.
-    let _ = message.encode(&mut buf);
-    buf.freeze()
+    framing::encode(&GcdRequest { a, b })
 }
 
-fn decode(mut message: Bytes) -> Result<u64, Failure> {
-    if message.len() < 5 || message[0] != 0 {
-        return Err(Failure::Answer("a malformed or compressed message".into()));
-    }
-    message.advance(1);
-    let length = message.get_u32() as usize;
-    if length != message.len() {
+fn decode(message: Bytes) -> Result<u64, Failure> {
+    let length = match framing::message_length(&message) {
+        None => return Err(Failure::Answer("a message shorter than its prefix".into())),
+        Some(Err(err)) => return Err(Failure::Answer(err.to_string())),
+        Some(Ok(length)) => length,
+    };
+    if length != message.len() - PREFIX_BYTES {
         return Err(Failure::Answer(
             "a message whose length does not match".into(),
         ));
     }
-    GcdResponse::decode(message)
+    GcdResponse::decode(&message[PREFIX_BYTES..])
         .map(|response| response.result)
         .map_err(|e| Failure::Answer(format!("an undecodable answer ({e})")))
 }
@@ -309,9 +302,14 @@ fn not_grpc(status: http::StatusCode) -> Failure {
     }
 }
 
-/// The status in `grpc-status` / `grpc-message`, if there is one.
-fn status_of(headers: &HeaderMap) -> Option<Status> {
-    let code = headers.get("grpc-status")?;
+/// The status in `grpc-status` / `grpc-message`, if there is one: `Ok` for
+/// OK (every successful call, so nothing more is read or built), the whole
+/// status otherwise.
+fn status_of(headers: &HeaderMap) -> Option<Result<(), Status>> {
+    let code = headers.get(GRPC_STATUS)?;
+    if code.as_bytes() == b"0" {
+        return Some(Ok(()));
+    }
     let code = std::str::from_utf8(code.as_bytes())
         .ok()
         .and_then(|code| code.parse::<i32>().ok())
@@ -324,7 +322,7 @@ fn status_of(headers: &HeaderMap) -> Option<Status> {
                 .into_owned()
         })
         .unwrap_or_default();
-    Some(Status::new(code, message))
+    Some(Err(Status::new(code, message)))
 }
 
 /// `grpc-timeout` in whole milliseconds, rounded up so that it never reads
@@ -335,8 +333,12 @@ fn status_of(headers: &HeaderMap) -> Option<Status> {
 /// as a one-byte index instead of a new literal for both ends to
 /// Huffman-code and enter in their tables (results/ledger.md).
 fn grpc_timeout(timeout: Duration) -> HeaderValue {
-    let millis = timeout.as_nanos().div_ceil(1_000_000).clamp(1, 99_999_999);
-    HeaderValue::from_str(&format!("{millis}m")).unwrap_or(HeaderValue::from_static("99999999m"))
+    let millis = timeout.as_nanos().div_ceil(1_000_000).clamp(1, 99_999_999) as u64;
+    let mut value = BytesMut::with_capacity(9);
+    value.extend_from_slice(itoa::Buffer::new().format(millis).as_bytes());
+    value.extend_from_slice(b"m");
+    // Digits and a letter: always a valid header value.
+    HeaderValue::from_maybe_shared(value.freeze()).unwrap_or(HeaderValue::from_static("99999999m"))
 }
 
 /// Takes connection `generation` out of use if it is still the open one,
@@ -357,6 +359,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use bytes::BufMut;
+
     use super::*;
 
     #[test]
@@ -400,13 +404,18 @@ mod tests {
         assert!(status_of(&headers).is_none());
         headers.insert("grpc-status", HeaderValue::from_static("8"));
         headers.insert("grpc-message", HeaderValue::from_static("too%20many"));
-        let status = status_of(&headers).unwrap();
+        let status = status_of(&headers).unwrap().unwrap_err();
         assert_eq!(
             (status.code(), status.message()),
             (Code::ResourceExhausted, "too many")
         );
         headers.insert("grpc-status", HeaderValue::from_static("x"));
-        assert_eq!(status_of(&headers).unwrap().code(), Code::Unknown);
+        assert_eq!(
+            status_of(&headers).unwrap().unwrap_err().code(),
+            Code::Unknown
+        );
+        headers.insert("grpc-status", HeaderValue::from_static("0"));
+        assert!(status_of(&headers).unwrap().is_ok());
     }
 
     #[test]

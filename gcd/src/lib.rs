@@ -2,7 +2,8 @@
 //! Kubernetes workload needs around it.
 //!
 //! - [`compute`]: the arithmetic, a pure function.
-//! - [`service`]: the tonic service that counts and answers `Compute` calls.
+//! - [`service`]: the `Compute` handler, written by hand for the hot path,
+//!   and its metrics.
 //! - [`server`]: binds the gRPC port (Compute, `grpc.health.v1`, reflection)
 //!   and the admin port, serves them with the bounded drivers of
 //!   [`ops::serve`], and runs both through the shared shutdown choreography

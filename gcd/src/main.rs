@@ -4,11 +4,10 @@ use std::process::ExitCode;
 
 use gcd::{Config, Server};
 
-/// dlmalloc, not musl's own malloc: with several worker threads musl's
-/// malloc let RSS climb without end under steady load, towards the
-/// container's limit (tests/system/test_sustained_load.py, results/ledger.md).
+/// dlmalloc, not musl's own malloc, whose RSS grows without end once a
+/// second thread allocates (see [`ops::alloc`]).
 #[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOCATOR: ops::alloc::Allocator = ops::alloc::Allocator;
 
 fn main() -> ExitCode {
     let args: gcd::config::Args = match ops::config::parse_args() {

@@ -5,12 +5,14 @@
 
 use std::{
     convert::Infallible,
+    future::Future,
     net::SocketAddr,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
-use gcd_proto::gcd_service_server::GcdServiceServer;
+use gcd_proto::gcd_service_server::SERVICE_NAME;
 use ops::{Lifecycle, Phase, serve};
 use tokio::net::TcpListener;
 use tonic::codegen::{Body, BoxFuture, Bytes, Service, StdError, http};
@@ -18,7 +20,7 @@ use tonic_health::ServingStatus;
 
 use crate::{
     Config, limits,
-    service::{Gcd, GcdMetrics},
+    service::{Compute, ComputeCall, GcdMetrics, Reply},
 };
 
 /// A `GCDRequest` is at most 22 bytes, and health and reflection requests
@@ -35,14 +37,13 @@ pub enum ServerError {
 }
 
 /// Every call the gRPC port serves: `Compute` goes straight to its
-/// generated service, the rest (health, reflection, unknown methods, which
-/// the router answers UNIMPLEMENTED) through tonic's router. The router
-/// would find `Compute` too, but its path matching and the boxing of the
-/// request and response bodies around it cost every call (measured in
-/// results/ledger.md).
+/// handler, the rest (health, reflection, unknown methods, which the router
+/// answers UNIMPLEMENTED) through tonic's router. The router would find a
+/// generated `Compute` service too, but its path matching and the boxing of
+/// each call around it cost every call (measured in results/ledger.md).
 #[derive(Clone)]
 struct Services {
-    compute: GcdServiceServer<Gcd>,
+    compute: Compute,
     others: tonic::service::Routes,
 }
 
@@ -51,12 +52,12 @@ const COMPUTE_PATH: &str = "/pb.GCDService/Compute";
 
 impl<B> Service<http::Request<B>> for Services
 where
-    B: Body<Data = Bytes> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
-    type Response = http::Response<tonic::body::Body>;
+    type Response = http::Response<Reply>;
     type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
+    type Future = Answer<B>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Both are always ready (they hold no connection or buffer).
@@ -65,9 +66,32 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if request.uri().path() == COMPUTE_PATH {
-            self.compute.call(request)
+            Answer::Compute(self.compute.call(request))
         } else {
-            Box::pin(self.others.call(request))
+            let answer = self.others.call(request);
+            Answer::Other(Box::pin(async move {
+                answer.await.map(|response| response.map(Reply::Other))
+            }))
+        }
+    }
+}
+
+/// A call being answered: `Compute` without a box, the rest boxed.
+enum Answer<B> {
+    Compute(ComputeCall<B>),
+    Other(BoxFuture<http::Response<Reply>, Infallible>),
+}
+
+impl<B> Future for Answer<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Output = Result<http::Response<Reply>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Answer::Compute(call) => Pin::new(call).poll(cx),
+            Answer::Other(answer) => answer.as_mut().poll(cx),
         }
     }
 }
@@ -107,7 +131,9 @@ impl Server {
     pub async fn run(self, lifecycle: Lifecycle) -> Result<(), ServerError> {
         let metrics = Arc::new(GcdMetrics::default());
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<GcdServiceServer<Gcd>>().await;
+        health
+            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+            .await;
         let health_service = health_service
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -130,9 +156,7 @@ impl Server {
         let reflection_v1alpha = reflection()
             .build_v1alpha()?
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let compute = GcdServiceServer::new(Gcd::new(metrics.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let compute = Compute::new(metrics.clone());
         let mut others = tonic::service::Routes::builder();
         others
             .add_service(health_service)
@@ -150,7 +174,9 @@ impl Server {
             health
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
-            health.set_not_serving::<GcdServiceServer<Gcd>>().await;
+            health
+                .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+                .await;
         });
 
         self.config.budget.log("gcd");

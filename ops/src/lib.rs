@@ -14,8 +14,10 @@
 //! - [`metrics`]: lock-free counters and histograms in Prometheus text format.
 //! - [`logging`]: one line per event on stdout, level from `RUST_LOG`.
 //! - [`process`]: the shared `main`: runtime, signals, exit code.
+//! - [`alloc`]: the global allocator (dlmalloc behind an inlinable lock).
 
 pub mod admin;
+pub mod alloc;
 pub mod budget;
 pub mod config;
 pub mod lifecycle;

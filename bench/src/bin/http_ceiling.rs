@@ -11,7 +11,7 @@ use ops::{Phase, serve};
 
 /// The api's allocator, so the ceiling is measured on the same footing.
 #[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOCATOR: ops::alloc::Allocator = ops::alloc::Allocator;
 
 /// Fixed-answer HTTP responder on the api's HTTP stack, for measuring this
 /// machine's ceiling: GET /gcd/{a}/{b} always answers {"result":"6"}.

@@ -542,14 +542,25 @@ const RESOURCE_EXHAUSTED: &str = "8";
 
 /// A trailers-only gRPC response: the status in the headers, no body.
 fn status_response<B>(code: &'static str, message: &'static str) -> Response<CallBody<B>> {
-    let mut response = Response::new(CallBody::empty());
+    trailers_only(
+        CallBody::empty(),
+        HeaderValue::from_static(code),
+        HeaderValue::from_static(message),
+    )
+}
+
+/// A gRPC response whose status (`code`, a decimal gRPC status code, and
+/// `message`) is in its headers: the form a call that fails before it
+/// answers takes. `empty` is a body with nothing in it.
+pub fn trailers_only<B>(empty: B, code: HeaderValue, message: HeaderValue) -> Response<B> {
+    let mut response = Response::new(empty);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    headers.insert("grpc-status", HeaderValue::from_static(code));
-    headers.insert("grpc-message", HeaderValue::from_static(message));
+    headers.insert("grpc-status", code);
+    headers.insert("grpc-message", message);
     response
 }
 
