@@ -108,10 +108,13 @@ class Service:
             if "addr" in fields and "admin_addr" in fields:
                 return parse_addr(fields["addr"]), parse_addr(fields["admin_addr"])
 
+    def send_sigterm(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+
     def terminate(self, deadline: float = 30.0) -> int:
         """SIGTERM, then wait; returns the exit status (kills on timeout)."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.send_sigterm()
         try:
             return self.proc.wait(timeout=deadline)
         except subprocess.TimeoutExpired:

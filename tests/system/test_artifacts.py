@@ -255,6 +255,21 @@ def podman(tmp_path_factory):
     subprocess.run([*podman.base, "system", "reset", "--force"], capture_output=True, timeout=120)
 
 
+class ContainerService(Service):
+    """A service started by `podman run`. SIGTERM reaches the container by
+    `podman kill`, as a kubelet's does, rather than through the `podman run`
+    client: its forwarding of signals races (containers/podman#8086), and
+    a SIGTERM that reached the client at the wrong moment killed it (exit
+    -15) instead of reaching the container."""
+
+    def __init__(self, argv: list[str], name: str, kill: list[str]):
+        super().__init__(argv, name=name)
+        self.kill_command = kill
+
+    def send_sigterm(self) -> None:
+        subprocess.run(self.kill_command, capture_output=True, timeout=60)
+
+
 def pull(podman: Podman, service: str, platform: tuple) -> str:
     os_, arch, variant = platform
     spec = "/".join(p for p in platform if p)
@@ -301,7 +316,8 @@ def test_images_run_and_answer(target: str, podman: Podman, binfmt_problem: str 
             argv = [*podman.base, "run", "--rm", "--name", name, "--network", "host", "--ipc", "none",
                     "--read-only", "--cap-drop", "all", "--security-opt", "no-new-privileges",
                     *limits, *env, images[service], *SERVICE_ARGS[service], *extra]
-            return Service(argv, name=f"{service} (image, {target})")
+            kill = [*podman.base, "kill", "--signal", "TERM", name]
+            return ContainerService(argv, name=f"{service} (image, {target})", kill=kill)
 
     names: list[str] = []
     try:
