@@ -185,11 +185,14 @@ unsafe impl GlobalAlloc for Allocator {
         // SAFETY: `GlobalAlloc::realloc` promises a valid layout for
         // `new_size` with the old alignment.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        let block = unsafe { heap().alloc(new_layout) };
+        // One lock for the whole move: the copy is at most a few hundred
+        // bytes (one side is a small block).
+        let mut heap = heap();
+        let block = unsafe { heap.alloc(new_layout) };
         if !block.is_null() {
             unsafe {
                 ptr::copy_nonoverlapping(ptr, block, layout.size().min(new_size));
-                heap().dealloc(ptr, layout);
+                heap.dealloc(ptr, layout);
             }
         }
         block

@@ -14,7 +14,8 @@
 //! - [`metrics`]: lock-free counters and histograms in Prometheus text format.
 //! - [`logging`]: one line per event on stdout, level from `RUST_LOG`.
 //! - [`process`]: the shared `main`: runtime, signals, exit code.
-//! - [`alloc`]: the global allocator (dlmalloc behind an inlinable lock).
+//! - [`alloc`]: the global allocator: dlmalloc behind an inlinable lock,
+//!   with small freed blocks kept for reuse.
 
 pub mod admin;
 pub mod alloc;

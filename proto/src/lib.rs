@@ -1,7 +1,8 @@
-//! The `pb` package from `gcd.proto`: message types, the `GCDService` client
-//! (used by `api`) and server trait (implemented by `gcd`), plus the encoded
-//! descriptor set that `gcd` hands to gRPC server reflection, and
-//! [`framing`], the message framing both write by hand on `Compute`'s path.
+//! The `pb` package from `gcd.proto`: message types, the `GCDService`
+//! client and server trait (used by the tests, the load generator and the
+//! stand-in replicas; api and gcd speak `Compute` by hand on the hot path,
+//! with [`framing`]), the service's name, and the encoded descriptor set
+//! that `gcd` hands to gRPC server reflection.
 
 pub mod framing;
 
