@@ -34,7 +34,7 @@ use ops::metrics::{Counter, Exposition};
 use prost::Message;
 use tonic::{
     Code,
-    codegen::http::{HeaderMap, HeaderValue, Request, Response, header},
+    codegen::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header},
 };
 
 use crate::{compute::gcd, server::MAX_MESSAGE_BYTES};
@@ -55,6 +55,9 @@ impl ops::admin::Metrics for GcdMetrics {
     }
 }
 
+/// The compression a request says its message uses.
+const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+
 /// The `Compute` method: answers each call it is handed.
 #[derive(Debug, Clone, Default)]
 pub struct Compute {
@@ -70,7 +73,7 @@ impl Compute {
     pub fn call<B>(&self, request: Request<B>) -> ComputeCall<B> {
         let compressed_with = request
             .headers()
-            .get("grpc-encoding")
+            .get(GRPC_ENCODING)
             .filter(|encoding| encoding.as_bytes() != b"identity")
             .cloned();
         ComputeCall {
@@ -295,8 +298,7 @@ impl Body for Reply {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            // Unknown, as gRPC bodies are: an exact size would make hyper
-            // send a content-length that gRPC clients do not expect.
+            // Unknown, as gRPC bodies are: gRPC sends no content-length.
             Reply::Compute { .. } => SizeHint::default(),
             Reply::Other(body) => body.size_hint(),
         }

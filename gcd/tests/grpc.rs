@@ -288,6 +288,92 @@ fn a_call_within_its_connections_own_places_is_never_evicted() {
     });
 }
 
+#[test]
+fn a_health_watch_outlives_the_call_timeout_and_hears_the_drain() {
+    let mut gcd = Service::gcd(
+        None,
+        &["--call-timeout-ms", "300", "--shutdown-delay-ms", "60000"],
+    );
+    runtime().block_on(async {
+        let channel = channel(&gcd).await;
+        let mut watch = watch(&channel).await.unwrap();
+        let serving = ServingStatus::Serving as i32;
+        assert_eq!(watch.message().await.unwrap().unwrap().status, serving);
+        // Three call timeouts later the stream is still open and silent.
+        let quiet = tokio::time::timeout(Duration::from_secs(1), watch.message()).await;
+        assert!(quiet.is_err(), "the watch ended or spoke: {quiet:?}");
+
+        gcd.signal("TERM");
+        let heard = tokio::time::timeout(Duration::from_secs(10), watch.message()).await;
+        let status = heard.expect("a status within the bound").unwrap().unwrap();
+        assert_eq!(status.status, ServingStatus::NotServing as i32);
+    });
+    gcd.signal("TERM");
+    assert!(gcd.wait_exit(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn a_call_its_client_cancels_gives_its_place_back() {
+    // One shared place on the port beyond each connection's two reserved
+    // ones; open health watches hold theirs until cancelled.
+    let gcd = Service::gcd(
+        None,
+        &["--max-concurrent-calls", "1", "--call-timeout-ms", "60000"],
+    );
+    runtime().block_on(async {
+        let channel = channel(&gcd).await;
+        for round in 0..5 {
+            // Every place this connection can have, taken...
+            let bound = tokio::time::Instant::now() + Duration::from_secs(10);
+            let watches = loop {
+                match watches_filling_the_places(&channel).await {
+                    Ok(watches) => break watches,
+                    // The server frees a cancelled call's place as soon as
+                    // it reads the client's reset, which may come just
+                    // after the next call.
+                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                        assert!(
+                            tokio::time::Instant::now() < bound,
+                            "round {round}: places not given back: {status:?}"
+                        );
+                        tokio::task::yield_now().await;
+                    }
+                    Err(status) => panic!("round {round}: {status:?}"),
+                }
+            };
+            // ...and given back by cancelling them (RST_STREAM).
+            drop(watches);
+        }
+    });
+}
+
+/// A health `Watch` stream, open until dropped.
+async fn watch(
+    channel: &Channel,
+) -> Result<tonic::Streaming<tonic_health::pb::HealthCheckResponse>, tonic::Status> {
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    Ok(HealthClient::new(channel.clone())
+        .watch(request)
+        .await?
+        .into_inner())
+}
+
+/// Three watches on one connection, each seen to be served: its two
+/// reserved places and the port's one shared place.
+async fn watches_filling_the_places(
+    channel: &Channel,
+) -> Result<Vec<tonic::Streaming<tonic_health::pb::HealthCheckResponse>>, tonic::Status> {
+    let mut watches = Vec::new();
+    for _ in 0..3 {
+        let mut watch = watch(channel).await?;
+        watch.message().await?;
+        watches.push(watch);
+    }
+    Ok(watches)
+}
+
 /// A reflection call whose requests never come: it stays open on the
 /// server until the call timeout.
 async fn held_call(

@@ -42,27 +42,38 @@
 //! h2 itself bounds what is left: rapid resets, streams reset for protocol
 //! errors, and PING or SETTINGS floods (it answers one at a time, reading
 //! nothing more until the answer is sent).
+//!
+//! The connection is the `h2` crate's server, driven here rather than
+//! through hyper: a unary call whose request has arrived (nearly every
+//! call) is answered inside the connection's task as soon as it is
+//! accepted, without a task of its own, and the answers to every call read
+//! in one go leave in one write. Only a call that has to wait (for its
+//! request, a place, or the client's window) gets a task
+//! (results/ledger.md has what this saves).
 
 use std::{
     convert::Infallible,
-    future::Future,
-    pin::Pin,
+    future::{Future, poll_fn},
+    marker::PhantomData,
+    pin::{Pin, pin},
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
-use axum::http::{HeaderMap, HeaderValue, Request, Response, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use bytes::Bytes;
+use h2::{
+    Ping, PingPong, Reason, RecvStream, SendStream,
+    server::{Connection, SendResponse},
+};
 use http_body::{Body, Frame, SizeHint};
-use hyper::{body::Incoming, server::conn::http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{
-    net::TcpListener,
-    sync::{Notify, OwnedSemaphorePermit, Semaphore},
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
     time::{Instant, Sleep},
 };
-use tower::{Service, ServiceExt, util::Oneshot};
+use tower::{Service, ServiceExt};
 
 use super::{Activity, InFlight, Slot, Slots, accept_loop, io::GuardedIo};
 
@@ -116,6 +127,43 @@ impl Limits {
     }
 }
 
+/// What a port serves: tonic's `Routes`, or any service like it, which
+/// answers every request (a failed call is a response too).
+pub trait GrpcService<B>:
+    Service<
+        Request<RequestBody>,
+        Response = Response<B>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> GrpcService<B> for S where
+    S: Service<
+            Request<RequestBody>,
+            Response = Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// The body of an answer a port sends.
+pub trait AnswerBody:
+    Body<Data = Bytes, Error: Into<tower::BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> AnswerBody for B where
+    B: Body<Data = Bytes, Error: Into<tower::BoxError>> + Send + Unpin + 'static
+{
+}
+
 /// Serves `service` on `listener` until `shutdown` resolves, then lets
 /// calls in flight finish (at most [`Limits::close_grace`]).
 pub async fn serve<S, B>(
@@ -124,135 +172,30 @@ pub async fn serve<S, B>(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<tower::BoxError>,
+    S: GrpcService<B>,
+    B: AnswerBody,
 {
-    let mut http = http2::Builder::new(TokioExecutor::new());
-    http.timer(TokioTimer::new())
+    let mut http2 = h2::server::Builder::new();
+    http2
         .max_concurrent_streams(limits.max_streams_per_connection)
-        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_BYTES)
         .max_header_list_size(MAX_HEADER_LIST_BYTES)
-        .max_send_buf_size(SEND_BUFFER_BYTES)
-        .keep_alive_interval(limits.keepalive_interval)
-        .keep_alive_timeout(limits.keepalive_timeout)
-        // gRPC has no use for a Date header; skip formatting one per call.
-        .auto_date_header(false);
+        .max_send_buffer_size(SEND_BUFFER_BYTES);
     let port = Arc::new(Port {
         calls: Arc::new(Semaphore::new(limits.max_calls)),
         waiting: Arc::new(Semaphore::new(MAX_WAITING_CALLS)),
         limits,
+        http2,
     });
     accept_loop(
         listener,
         limits.max_connections,
         shutdown,
-        move |stream, slot| {
-            let close = Arc::new(Notify::new());
-            let calls = Calls {
-                inner: service.clone(),
-                activity: slot.activity.clone(),
-                connections: slot.port.clone(),
-                close: close.clone(),
-                port: port.clone(),
-            };
-            let io = TokioIo::new(GuardedIo::new(stream, limits.write_timeout));
-            drive(http.serve_connection(io, calls), close, limits, slot)
-        },
+        move |stream, slot| drive(stream, service.clone(), port.clone(), slot),
     )
     .await;
-}
-
-/// Runs one connection until it ends, closing it when it has been silent,
-/// idle or stalling for too long, when it is evicted, or when the server
-/// stops.
-async fn drive<C>(conn: C, close: Arc<Notify>, limits: Limits, mut slot: Slot)
-where
-    C: Future<Output = Result<(), hyper::Error>> + GracefulShutdown,
-{
-    tokio::pin!(conn);
-    let activity = slot.activity.clone();
-    // Calls end within the call timeout; a connection that has had calls in
-    // flight for longer without any of them ending is one whose client
-    // stopped sending, or stopped granting us flow-control window to answer.
-    let stalled_after = limits.call_timeout + STALL_MARGIN;
-    let mut next_check = Instant::now() + limits.handshake_timeout;
-    let reason = loop {
-        tokio::select! {
-            result = &mut conn => return log_end(result),
-            () = activity.evicted() => {
-                return tracing::debug!("connection evicted for a new one");
-            }
-            () = close.notified() => {
-                return tracing::debug!("a call ran out of time: its client stalled; dropped");
-            }
-            () = slot.stopping.wait() => break "server stopping",
-            () = tokio::time::sleep_until(next_check) => {
-                let Some(last_progress) = activity.last_progress() else {
-                    return tracing::debug!("no call within the handshake timeout; dropped");
-                };
-                let now = Instant::now();
-                if activity.in_flight() > 0 {
-                    if now >= last_progress + stalled_after {
-                        return tracing::debug!("calls made no progress; dropped");
-                    }
-                    next_check = last_progress + stalled_after;
-                } else if !activity.is_idle() {
-                    next_check = now + limits.idle_timeout;
-                } else if now >= last_progress + limits.idle_timeout {
-                    break "idle";
-                } else {
-                    next_check = last_progress + limits.idle_timeout;
-                }
-            }
-        }
-    };
-    tracing::trace!(reason, "closing connection (GOAWAY)");
-    conn.as_mut().graceful_shutdown();
-    tokio::select! {
-        result = tokio::time::timeout(limits.close_grace(), conn) => match result {
-            Ok(result) => log_end(result),
-            Err(_) => tracing::debug!("connection did not close in time; dropped"),
-        },
-        () = activity.evicted() => tracing::debug!("closing connection evicted for a new one"),
-    }
-}
-
-/// How far past the call timeout a connection's calls may go without any
-/// progress before the connection is dropped: the calls' own deadlines
-/// fire first.
-const STALL_MARGIN: Duration = Duration::from_secs(1);
-
-/// hyper's HTTP/2 connection, which can be asked to close gracefully.
-trait GracefulShutdown {
-    fn graceful_shutdown(self: Pin<&mut Self>);
-}
-
-impl<I, S, E, B> GracefulShutdown for http2::Connection<I, S, E>
-where
-    S: hyper::service::HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    B: Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
-{
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        http2::Connection::graceful_shutdown(self);
-    }
-}
-
-fn log_end(result: Result<(), hyper::Error>) {
-    if let Err(err) = result {
-        tracing::debug!(error = %err, "connection ended with an error");
-    }
 }
 
 /// What every connection of a port shares.
@@ -262,288 +205,590 @@ struct Port {
     /// A place per call waiting for one of `calls`.
     waiting: Arc<Semaphore>,
     limits: Limits,
+    http2: h2::server::Builder,
 }
 
-/// Holds a call's place on its connection and on the port until dropped
-/// (when its response has been sent, or abandoned).
-struct CallGuard {
-    /// Holds the call's shared place on the port too, unless the call is
-    /// one of its connection's reserved ones.
-    in_flight: InFlight,
-    /// Asks the connection to close: the client stalled this call.
-    close: Arc<Notify>,
-}
+/// How far past the call timeout a connection's calls may go without any
+/// progress before the connection is dropped: the calls' own deadlines
+/// fire first.
+const STALL_MARGIN: Duration = Duration::from_secs(1);
 
-/// The service, with calls counted, capped and timed.
-#[derive(Clone)]
-struct Calls<S> {
-    inner: S,
-    activity: Arc<Activity>,
-    connections: Arc<Slots>,
-    close: Arc<Notify>,
-    port: Arc<Port>,
-}
-
-impl<S, B> Calls<S>
+/// Runs one connection until it ends, closing it when it has been silent,
+/// idle or stalling for too long, when it is evicted (for a new connection,
+/// or because one of its calls ran out of time), or when the server stops.
+async fn drive<S, B>(stream: TcpStream, service: S, port: Arc<Port>, mut slot: Slot)
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone,
+    S: GrpcService<B>,
+    B: AnswerBody,
 {
-    /// Runs `request` in its place (a shared one, or its connection's
-    /// reserved one) until `deadline`.
-    fn run(
-        &self,
-        request: Request<Incoming>,
-        slot: Option<OwnedSemaphorePermit>,
-        deadline: Instant,
-        ours: bool,
-    ) -> CallFuture<S, B> {
-        let mut in_flight = self.activity.start();
-        if let Some(slot) = slot {
-            in_flight.hold_shared_place(slot);
-        }
-        let guard = CallGuard {
-            in_flight,
-            close: self.close.clone(),
+    let limits = port.limits;
+    let activity = slot.activity.clone();
+    let connections = slot.port.clone();
+    let mut check = pin!(tokio::time::sleep_until(
+        Instant::now() + limits.handshake_timeout
+    ));
+    let mut evicted = pin!(activity.evicted());
+    let mut stopping = pin!(slot.stopping.wait());
+
+    let io = GuardedIo::new(stream, limits.write_timeout);
+    let connection = tokio::select! {
+        biased;
+        () = &mut evicted => return tracing::debug!("connection evicted before its handshake"),
+        () = &mut stopping => return,
+        () = &mut check => return tracing::debug!("no handshake within the handshake timeout; dropped"),
+        handshake = port.http2.handshake::<_, Bytes>(io) => match handshake {
+            Ok(connection) => connection,
+            Err(err) => return tracing::debug!(error = %err, "HTTP/2 handshake failed"),
+        },
+    };
+    let mut calls = Calls {
+        connection,
+        service,
+        port: port.clone(),
+        activity: activity.clone(),
+        connections,
+        answers: PhantomData,
+    };
+    let mut keep_alive = KeepAlive::new(calls.connection.ping_pong(), &limits);
+
+    let mut closing = false;
+    loop {
+        let event = poll_fn(|cx| {
+            if let Poll::Ready(ended) = calls.poll_serve(cx) {
+                return Poll::Ready(Event::Ended(ended));
+            }
+            if evicted.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Evicted);
+            }
+            if !closing && stopping.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Stopping);
+            }
+            if keep_alive.poll(cx).is_ready() {
+                return Poll::Ready(Event::PeerGone);
+            }
+            check.as_mut().poll(cx).map(|()| Event::Check)
+        })
+        .await;
+        let reason = match event {
+            Event::Ended(result) => return log_end(result),
+            Event::Evicted => {
+                return tracing::debug!(
+                    "connection closed: evicted for a new one, or a call's client stalled"
+                );
+            }
+            Event::PeerGone => return tracing::debug!("keep-alive PING unanswered; dropped"),
+            Event::Check if closing => {
+                return tracing::debug!("connection did not close in time; dropped");
+            }
+            Event::Check => match next_check(&activity, &limits) {
+                Check::Wait(until) => {
+                    check.as_mut().reset(until);
+                    continue;
+                }
+                Check::Drop(why) => return tracing::debug!("{why}; dropped"),
+                Check::Idle => "idle",
+            },
+            Event::Stopping => "server stopping",
         };
-        let long_lived = self
-            .port
-            .limits
-            .long_lived_methods
-            .contains(&request.uri().path());
-        CallFuture::Running {
-            call: self.inner.clone().oneshot(request),
-            deadline: tokio::time::sleep_until(deadline),
-            guard: Some(guard),
-            ours,
-            long_lived,
-        }
+        tracing::trace!(reason, "closing connection (GOAWAY)");
+        calls.connection.graceful_shutdown();
+        closing = true;
+        check.as_mut().reset(Instant::now() + limits.close_grace());
     }
 }
 
-impl<S, B> hyper::service::Service<Request<Incoming>> for Calls<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = Response<CallBody<B>>;
-    type Error = Infallible;
-    type Future = CallFuture<S, B>;
+/// What woke a connection's driver.
+enum Event {
+    /// The connection ended (the client closed it, it failed, or it
+    /// finished closing).
+    Ended(Result<(), h2::Error>),
+    Evicted,
+    Stopping,
+    /// A keep-alive PING went unanswered.
+    PeerGone,
+    /// Time to look at the connection's activity.
+    Check,
+}
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+/// What a connection's activity says to do.
+enum Check {
+    /// Nothing yet: look again then.
+    Wait(Instant),
+    /// Silent or stalled: drop it.
+    Drop(&'static str),
+    /// Idle for long enough: ask the client to close it.
+    Idle,
+}
+
+fn next_check(activity: &Activity, limits: &Limits) -> Check {
+    let Some(last_progress) = activity.last_progress() else {
+        return Check::Drop("no call within the handshake timeout");
+    };
+    let now = Instant::now();
+    if activity.in_flight() > 0 {
+        // Calls end within the call timeout; a connection that has had
+        // calls in flight for longer without any of them ending is one
+        // whose client stopped sending, or stopped granting us window.
+        let stalled_at = last_progress + limits.call_timeout + STALL_MARGIN;
+        if now >= stalled_at {
+            return Check::Drop("calls made no progress");
+        }
+        Check::Wait(stalled_at)
+    } else if !activity.is_idle() {
+        Check::Wait(now + limits.idle_timeout)
+    } else if now >= last_progress + limits.idle_timeout {
+        Check::Idle
+    } else {
+        Check::Wait(last_progress + limits.idle_timeout)
+    }
+}
+
+fn log_end(result: Result<(), h2::Error>) {
+    if let Err(err) = result {
+        tracing::debug!(error = %err, "connection ended with an error");
+    }
+}
+
+/// A request and the handle to answer it, as h2 hands them over.
+type Accepted = (Request<RecvStream>, SendResponse<Bytes>);
+
+/// Calls started at a time, whose answers leave in one write.
+const BATCH: usize = 16;
+
+/// One connection's calls: accepts them, admits them to a place, and
+/// answers them.
+struct Calls<S, B> {
+    connection: Connection<GuardedIo, Bytes>,
+    service: S,
+    port: Arc<Port>,
+    activity: Arc<Activity>,
+    connections: Arc<Slots>,
+    /// The body type of the service's answers.
+    answers: PhantomData<fn() -> B>,
+}
+
+impl<S, B> Calls<S, B>
+where
+    S: GrpcService<B>,
+    B: AnswerBody,
+{
+    /// Drives the connection: reads frames, starts the calls they open and
+    /// writes what the calls answered. Ready when the connection has ended.
+    fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
+        // Calls accepted and not yet started: a list for this poll only, so
+        // that an idle connection holds none.
+        let mut accepted: Vec<Accepted> = Vec::new();
+        loop {
+            // Take the calls the frames read so far opened (up to a batch)
+            // before answering any, so that their answers leave in one
+            // write: h2 writes out what is queued each time it runs out of
+            // input.
+            while accepted.len() < BATCH {
+                match self.connection.poll_accept(cx) {
+                    Poll::Ready(Some(Ok(call))) => {
+                        if accepted.capacity() == 0 {
+                            accepted.reserve_exact(BATCH);
+                        }
+                        accepted.push(call);
+                    }
+                    Poll::Ready(Some(Err(err))) => return Poll::Ready(Err(err)),
+                    Poll::Ready(None) => return Poll::Ready(Ok(())),
+                    Poll::Pending => break,
+                }
+            }
+            if accepted.is_empty() {
+                return Poll::Pending;
+            }
+            for (request, respond) in accepted.drain(..) {
+                self.start(request, respond, cx);
+            }
+        }
+    }
+
+    /// Starts a call: refused at once, answered at once, or given a task to
+    /// wait in.
+    fn start(
+        &mut self,
+        request: Request<RecvStream>,
+        mut respond: SendResponse<Bytes>,
+        cx: &mut Context<'_>,
+    ) {
         if !is_grpc(request.headers()) {
-            return CallFuture::Answered {
-                response: Some(unsupported_media_type()),
-            };
+            let _ = respond.send_response(unsupported_media_type(), true);
+            return;
         }
         let limits = &self.port.limits;
         let (timeout, ours) = match grpc_timeout(request.headers()) {
             Some(theirs) if theirs < limits.call_timeout => (theirs, false),
             _ => (limits.call_timeout, true),
         };
-        let deadline = Instant::now() + timeout;
-        // hyper calls this from the connection's task, one call at a time,
-        // so the count cannot change between the check and the start.
+        let deadline = Deadline {
+            at: Instant::now() + timeout,
+            ours,
+            timer: None,
+        };
+        let long_lived = limits.long_lived_methods.contains(&request.uri().path());
+        let request = request.map(RequestBody::new);
+        // Calls start from this task, one at a time, so the count cannot
+        // change between the check and the start.
         if self.activity.open() < RESERVED_CALLS_PER_CONNECTION {
-            return self.run(request, None, deadline, ours);
+            let in_flight = self.activity.start();
+            return self.run(request, respond, deadline, in_flight, long_lived, cx);
         }
-        if let Ok(slot) = self.port.calls.clone().try_acquire_owned() {
-            return self.run(request, Some(slot), deadline, ours);
+        if let Ok(place) = self.port.calls.clone().try_acquire_owned() {
+            let mut in_flight = self.activity.start();
+            in_flight.hold_shared_place(place);
+            return self.run(request, respond, deadline, in_flight, long_lived, cx);
         }
         let waiting = match self.port.waiting.clone().try_acquire_owned() {
             Ok(waiting) if self.connections.evict_stalest_holder(&self.activity) => waiting,
             _ => {
-                return CallFuture::Answered {
-                    response: Some(status_response(
-                        RESOURCE_EXHAUSTED,
-                        "too many calls in flight, try again",
-                    )),
-                };
+                let _ =
+                    respond.send_response(status_head(RESOURCE_EXHAUSTED, TOO_MANY_CALLS), true);
+                return;
             }
         };
         // The evicted connection's calls give their places back as soon as
         // its task ends; wait for one (rare: only under attack).
-        let calls = self.clone();
-        CallFuture::Queued {
-            call: Box::pin(async move {
-                let slot = calls.port.calls.clone().acquire_owned();
-                let admitted = tokio::time::timeout_at(deadline, slot).await;
-                drop(waiting);
-                match admitted {
-                    Ok(Ok(slot)) => calls.run(request, Some(slot), deadline, ours).await,
-                    _ => Ok(status_response(
-                        RESOURCE_EXHAUSTED,
-                        "too many calls in flight, try again",
-                    )),
-                }
-            }),
-        }
-    }
-}
-
-/// A call waiting for its place on the port.
-type QueuedCall<B> =
-    Pin<Box<dyn Future<Output = Result<Response<CallBody<B>>, Infallible>> + Send>>;
-
-pin_project_lite::pin_project! {
-    /// A call answered at once, or running against its deadline.
-    #[project = CallProjection]
-    enum CallFuture<S: Service<Request<Incoming>>, B> {
-        Answered { response: Option<Response<CallBody<B>>> },
-        Queued { call: QueuedCall<B> },
-        Running {
-            #[pin] call: Oneshot<S, Request<Incoming>>,
-            #[pin] deadline: Sleep,
-            guard: Option<CallGuard>,
-            ours: bool,
-            long_lived: bool,
-        },
-    }
-}
-
-impl<S, B> Future for CallFuture<S, B>
-where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
-{
-    type Output = Result<Response<CallBody<B>>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            CallProjection::Answered { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
-                None => Poll::Pending, // polled after completion
-            },
-            CallProjection::Queued { call } => call.as_mut().poll(cx),
-            CallProjection::Running {
-                call,
+        let service = self.service.clone();
+        let calls = self.port.calls.clone();
+        let activity = self.activity.clone();
+        tokio::spawn(async move {
+            let place = tokio::time::timeout_at(deadline.at, calls.acquire_owned()).await;
+            drop(waiting);
+            let Ok(Ok(place)) = place else {
+                let _ =
+                    respond.send_response(status_head(RESOURCE_EXHAUSTED, TOO_MANY_CALLS), true);
+                return;
+            };
+            let mut in_flight = activity.start();
+            in_flight.hold_shared_place(place);
+            answer(
+                service.oneshot(request),
+                respond,
                 deadline,
-                guard,
-                ours,
+                in_flight,
                 long_lived,
-            } => {
-                if let Poll::Ready(Ok(response)) = call.poll(cx) {
-                    let body_deadline = (!*long_lived).then(|| deadline.deadline());
-                    let mut guard = guard.take();
-                    if *long_lived && let Some(guard) = &mut guard {
-                        guard.in_flight.settle_long_lived();
-                    }
-                    let ours = *ours;
-                    return Poll::Ready(Ok(response.map(|body| CallBody {
-                        inner: Some(body),
-                        deadline: body_deadline.map(tokio::time::sleep_until),
-                        guard,
-                        ours,
-                    })));
+            )
+            .await;
+        });
+    }
+
+    /// Runs an admitted call: answered here if it can be at once (its
+    /// request has arrived and the answer needs no waiting), in a task of
+    /// its own otherwise.
+    fn run(
+        &mut self,
+        request: Request<RequestBody>,
+        respond: SendResponse<Bytes>,
+        deadline: Deadline,
+        in_flight: InFlight,
+        long_lived: bool,
+        cx: &mut Context<'_>,
+    ) {
+        match self.service.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                let call = self.service.call(request);
+                let mut call = Box::pin(answer(call, respond, deadline, in_flight, long_lived));
+                if call.as_mut().poll(cx).is_pending() {
+                    tokio::spawn(call);
                 }
-                if deadline.poll(cx).is_ready() {
-                    let guard = guard.take();
-                    if *ours && let Some(guard) = &guard {
-                        guard.close.notify_one();
-                    }
-                    return Poll::Ready(Ok(status_response(
-                        DEADLINE_EXCEEDED,
-                        "the call did not complete within the server's time limit",
-                    )));
-                }
-                Poll::Pending
+            }
+            Poll::Pending => {
+                let call = self.service.clone().oneshot(request);
+                tokio::spawn(answer(call, respond, deadline, in_flight, long_lived));
             }
         }
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body that ends with `DEADLINE_EXCEEDED` when its call runs
-    /// out of time, and that holds the call's place until it is done.
-    pub struct CallBody<B> {
-        inner: Option<B>,
-        #[pin]
-        deadline: Option<Sleep>,
-        guard: Option<CallGuard>,
-        ours: bool,
-    }
+const TOO_MANY_CALLS: &str = "too many calls in flight, try again";
+
+/// When a call runs out of time, and whose time it was.
+struct Deadline {
+    at: Instant,
+    /// The server's own limit, not a shorter one the client asked for: a
+    /// call that reaches it was stalled by its client.
+    ours: bool,
+    /// Started only when the call has to wait: most never do.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl<B> CallBody<B> {
-    /// No body: everything is in the headers (a trailers-only response).
-    fn empty() -> Self {
-        Self {
-            inner: None,
-            deadline: None,
-            guard: None,
-            ours: false,
+impl Deadline {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let at = self.at;
+        self.timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)))
+            .as_mut()
+            .poll(cx)
+    }
+
+    /// The call ran out of time: if it was ours, its client stalled it, so
+    /// its connection goes.
+    fn expired(&self, in_flight: &InFlight) {
+        if self.ours {
+            in_flight.close_connection();
         }
     }
 }
 
-impl<B> Body for CallBody<B>
-where
+/// What a call's wait for its answer ended with.
+enum Waited<B> {
+    Answered(Response<B>),
+    /// The client reset the stream: nobody to answer.
+    Reset,
+    TimedOut,
+}
+
+/// What a call's wait for the next frame of its answer ended with.
+enum Next {
+    Frame(Frame<Bytes>),
+    End,
+    Failed,
+    /// The client reset the stream, or the connection is gone.
+    Gone,
+    TimedOut,
+}
+
+/// Answers one call: waits for the service's answer, then sends it under
+/// flow control, all within the call's deadline (the answer of a long-lived
+/// stream excepted). The call's place is held until the answer has been
+/// handed to h2 whole, or abandoned.
+async fn answer<F, B>(
+    call: F,
+    mut respond: SendResponse<Bytes>,
+    mut deadline: Deadline,
+    mut in_flight: InFlight,
+    long_lived: bool,
+) where
+    F: Future<Output = Result<Response<B>, Infallible>>,
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<tower::BoxError>,
 {
-    type Data = Bytes;
-    type Error = tower::BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match Pin::new(inner).poll_frame(cx) {
-            Poll::Ready(None) => {
-                *this.inner = None;
-                this.guard.take();
-                Poll::Ready(None)
+    let mut call = pin!(call);
+    let waited = poll_fn(|cx| {
+        if let Poll::Ready(Ok(response)) = call.as_mut().poll(cx) {
+            return Poll::Ready(Waited::Answered(response));
+        }
+        if respond.poll_reset(cx).is_ready() {
+            return Poll::Ready(Waited::Reset);
+        }
+        deadline.poll(cx).map(|()| Waited::TimedOut)
+    })
+    .await;
+    let response = match waited {
+        Waited::Answered(response) => response,
+        Waited::Reset => return,
+        Waited::TimedOut => {
+            deadline.expired(&in_flight);
+            let _ = respond.send_response(status_head(DEADLINE_EXCEEDED, CALL_TIMED_OUT), true);
+            return;
+        }
+    };
+    let (parts, mut body) = response.into_parts();
+    let end = body.is_end_stream();
+    let Ok(mut send) = respond.send_response(Response::from_parts(parts, ()), end) else {
+        return;
+    };
+    if end {
+        return;
+    }
+    if long_lived {
+        in_flight.settle_long_lived();
+    }
+    // Data handed to h2 for this stream so far. Small answers (every unary
+    // one) go out without asking for window; past SEND_BUFFER_BYTES, each
+    // further frame waits until the client has taken what is queued, so a
+    // client that does not read holds at most that and one frame.
+    let mut sent = 0;
+    loop {
+        let next = poll_fn(|cx| {
+            if sent >= SEND_BUFFER_BYTES {
+                send.reserve_capacity(1);
+                while send.capacity() == 0 {
+                    match send.poll_capacity(cx) {
+                        Poll::Ready(Some(Ok(_))) => {}
+                        Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(Next::Gone),
+                        Poll::Pending => {
+                            return abandoned(
+                                &mut send,
+                                (!long_lived).then_some(&mut deadline),
+                                cx,
+                            );
+                        }
+                    }
+                }
             }
-            Poll::Ready(Some(frame)) => Poll::Ready(Some(frame.map_err(Into::into))),
-            Poll::Pending => {
-                let Some(deadline) = this.deadline.as_pin_mut() else {
-                    return Poll::Pending;
-                };
-                if deadline.poll(cx).is_pending() {
-                    return Poll::Pending;
+            match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Next::Frame(frame)),
+                Poll::Ready(Some(Err(_))) => Poll::Ready(Next::Failed),
+                Poll::Ready(None) => Poll::Ready(Next::End),
+                Poll::Pending => abandoned(&mut send, (!long_lived).then_some(&mut deadline), cx),
+            }
+        })
+        .await;
+        match next {
+            Next::Frame(frame) => match frame.into_data() {
+                Ok(data) => {
+                    sent += data.len();
+                    if send.send_data(data, false).is_err() {
+                        return;
+                    }
                 }
-                *this.inner = None;
-                if let Some(guard) = this.guard.take()
-                    && *this.ours
-                {
-                    guard.close.notify_one();
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        let _ = send.send_trailers(trailers);
+                        return;
+                    }
                 }
-                let mut trailers = HeaderMap::new();
+            },
+            Next::End => {
+                let _ = send.send_data(Bytes::new(), true);
+                return;
+            }
+            Next::Failed => return send.send_reset(Reason::INTERNAL_ERROR),
+            Next::Gone => return,
+            Next::TimedOut => {
+                deadline.expired(&in_flight);
+                let mut trailers = HeaderMap::with_capacity(2);
                 trailers.insert("grpc-status", HeaderValue::from_static(DEADLINE_EXCEEDED));
-                trailers.insert(
-                    "grpc-message",
-                    HeaderValue::from_static("the call did not complete within the time limit"),
-                );
-                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                trailers.insert("grpc-message", HeaderValue::from_static(CALL_TIMED_OUT));
+                let _ = send.send_trailers(trailers);
+                return;
             }
         }
     }
+}
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+/// Whether an answer waiting for its next frame, or for window, is to be
+/// abandoned: the client reset the stream, or the deadline (none for a
+/// long-lived stream's answer) passed.
+fn abandoned(
+    send: &mut SendStream<Bytes>,
+    deadline: Option<&mut Deadline>,
+    cx: &mut Context<'_>,
+) -> Poll<Next> {
+    if send.poll_reset(cx).is_ready() {
+        return Poll::Ready(Next::Gone);
     }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    match deadline {
+        Some(deadline) => deadline.poll(cx).map(|()| Next::TimedOut),
+        None => Poll::Pending,
     }
 }
 
 const DEADLINE_EXCEEDED: &str = "4";
 const RESOURCE_EXHAUSTED: &str = "8";
+const CALL_TIMED_OUT: &str = "the call did not complete within the server's time limit";
 
-/// A trailers-only gRPC response: the status in the headers, no body.
-fn status_response<B>(code: &'static str, message: &'static str) -> Response<CallBody<B>> {
+/// A call's request body: h2's stream as an [`http_body::Body`], its window
+/// given back to the client as its data is taken.
+pub struct RequestBody {
+    stream: RecvStream,
+    data_done: bool,
+}
+
+impl RequestBody {
+    fn new(stream: RecvStream) -> Self {
+        Self {
+            stream,
+            data_done: false,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if !this.data_done {
+            match ready!(this.stream.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = this.stream.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+                None => this.data_done = true,
+            }
+        }
+        match ready!(this.stream.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(err) => Poll::Ready(Some(Err(err))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.stream.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// PINGs the client every `keepalive_interval`; a PING unanswered for
+/// `keepalive_timeout` means the peer has vanished.
+struct KeepAlive {
+    /// h2 hands out one per connection, and this is the only taker.
+    pings: Option<PingPong>,
+    timer: Pin<Box<Sleep>>,
+    awaiting_pong: bool,
+    interval: Duration,
+    timeout: Duration,
+}
+
+impl KeepAlive {
+    fn new(pings: Option<PingPong>, limits: &Limits) -> Self {
+        Self {
+            pings,
+            timer: Box::pin(tokio::time::sleep(limits.keepalive_interval)),
+            awaiting_pong: false,
+            interval: limits.keepalive_interval,
+            timeout: limits.keepalive_timeout,
+        }
+    }
+
+    /// Ready when a PING has gone unanswered for too long.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let Some(pings) = self.pings.as_mut() else {
+                return Poll::Pending;
+            };
+            if self.awaiting_pong {
+                match pings.poll_pong(cx) {
+                    Poll::Ready(Ok(_)) => {
+                        self.awaiting_pong = false;
+                        let next = Instant::now() + self.interval;
+                        self.timer.as_mut().reset(next);
+                    }
+                    // The connection failed, and ends on its own.
+                    Poll::Ready(Err(_)) => self.pings = None,
+                    Poll::Pending => return self.timer.as_mut().poll(cx),
+                }
+            } else {
+                ready!(self.timer.as_mut().poll(cx));
+                if pings.send_ping(Ping::opaque()).is_err() {
+                    self.pings = None;
+                } else {
+                    self.awaiting_pong = true;
+                    let give_up = Instant::now() + self.timeout;
+                    self.timer.as_mut().reset(give_up);
+                }
+            }
+        }
+    }
+}
+
+/// A trailers-only gRPC response head: the status, no body.
+fn status_head(code: &'static str, message: &'static str) -> Response<()> {
     trailers_only(
-        CallBody::empty(),
+        (),
         HeaderValue::from_static(code),
         HeaderValue::from_static(message),
     )
@@ -567,9 +812,16 @@ pub fn trailers_only<B>(empty: B, code: HeaderValue, message: HeaderValue) -> Re
 /// Whether the request says it carries gRPC with protobuf messages
 /// (`application/grpc`, `application/grpc+proto`, parameters allowed).
 fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    // What every gRPC client sends, checked first.
+    if value.as_bytes() == b"application/grpc" {
+        return true;
+    }
+    value
+        .to_str()
+        .ok()
         .and_then(|value| value.split(';').next())
         .is_some_and(|media| {
             let media = media.trim();
@@ -580,16 +832,17 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// HTTP 415, as the gRPC over HTTP/2 spec says for any other content type,
 /// so that a plain HTTP client does not read a gRPC error as a success.
-fn unsupported_media_type<B>() -> Response<CallBody<B>> {
-    let mut response = Response::new(CallBody::empty());
-    *response.status_mut() = axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+fn unsupported_media_type() -> Response<()> {
+    let mut response = Response::new(());
+    *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
     response
 }
 
 /// The client's deadline from `grpc-timeout` (at most 8 digits and a unit:
 /// Hours, Minutes, Seconds, milli, micro, nano), if it sent a valid one.
 fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.as_bytes();
+    const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+    let value = headers.get(GRPC_TIMEOUT)?.as_bytes();
     let (&unit, digits) = value.split_last()?;
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;

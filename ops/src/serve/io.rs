@@ -1,10 +1,11 @@
-//! The socket as hyper sees it, with the two things hyper cannot do itself.
+//! The socket as hyper and h2 see it, with the two things they cannot do
+//! themselves.
 //!
-//! - **A bound on stalled writes.** hyper waits for as long as a client
-//!   takes to read what we send, so a client that stops reading (or reads a
-//!   byte now and then) would hold its connection, and the response buffered
-//!   for it, for ever. Here a write that cannot go out starts a clock, and
-//!   only a completed flush (all of hyper's buffered bytes taken by the
+//! - **A bound on stalled writes.** hyper and h2 wait for as long as a
+//!   client takes to read what we send, so a client that stops reading (or
+//!   reads a byte now and then) would hold its connection, and the response
+//!   buffered for it, for ever. Here a write that cannot go out starts a clock, and
+//!   only a completed flush (all of the buffered bytes taken by the
 //!   kernel) stops it: past `write_timeout` the connection fails.
 //! - **Our JSON body on hyper's own HTTP/1 rejections** ([`Http1Rejections`]).
 //!   hyper answers a request head it cannot parse or that overflows its
@@ -38,7 +39,7 @@ pub struct GuardedIo {
 }
 
 impl GuardedIo {
-    /// For an HTTP/2 connection (or any protocol hyper answers itself).
+    /// For an HTTP/2 connection.
     pub fn new(stream: TcpStream, write_timeout: Duration) -> Self {
         Self {
             stream,
@@ -143,8 +144,8 @@ impl AsyncWrite for GuardedIo {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(Pin::new(&mut this.stream).poll_flush(cx))?;
-        // hyper flushes once all it had buffered is written: the response
-        // (or frames) got out, and the clock stops.
+        // hyper and h2 flush once all they had buffered is written: the
+        // response (or frames) got out, and the clock stops.
         this.stalled = false;
         Poll::Ready(Ok(()))
     }

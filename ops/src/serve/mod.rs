@@ -258,6 +258,12 @@ impl InFlight {
         }
     }
 
+    /// The call's client stalled it: its connection must close now, as
+    /// when it is evicted.
+    pub fn close_connection(&self) {
+        self.activity.evict.notify_one();
+    }
+
     /// The call's request has arrived and it is a stream meant to stay
     /// open: count it as long-lived from now on.
     pub fn settle_long_lived(&mut self) {
