@@ -9,7 +9,7 @@
 //! - [`upstream`]: the `Compute` call on one replica's HTTP/2 connection,
 //!   on the `h2` crate directly, its failures as gRPC statuses.
 //! - [`routes`]: the public HTTP contract, its JSON errors, load shedding
-//!   and the metrics of each request.
+//!   and the metrics of each request; `/gcd` requests skip axum's router.
 //! - [`metrics`]: what the admin port exports.
 //! - [`server`]: binds both ports, serves them with the bounded HTTP/1
 //!   driver of [`ops::serve`], and runs them through the shutdown

@@ -23,11 +23,11 @@ use std::{
 use axum::{
     Router,
     extract::State,
-    http::{StatusCode, Uri},
+    http::{Method, Request, StatusCode, Uri},
     response::{IntoResponse, Response},
     routing::get,
 };
-use ops::serve::http1::{json, json_error};
+use ops::serve::http1::{Incoming, Shortcut, ShortcutAnswer, json, json_error};
 use tokio::sync::Semaphore;
 
 use crate::{
@@ -105,9 +105,29 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The public port's [`Shortcut`]: `GET` (and `HEAD`, which hyper answers
+/// without the body) under `/gcd/`, nearly every request, straight to its
+/// handler; the router answers the rest.
+pub struct GcdShortcut(pub AppState);
+
+impl Shortcut for GcdShortcut {
+    fn takes(&self, request: &Request<Incoming>) -> bool {
+        let method = request.method();
+        (method == Method::GET || method == Method::HEAD)
+            && request.uri().path().starts_with("/gcd/")
+    }
+
+    fn answer(&self, request: Request<Incoming>) -> ShortcutAnswer {
+        let (parts, _) = request.into_parts();
+        Box::pin(gcd(self.0.clone(), parts.uri))
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/gcd/{*operands}", get(gcd))
+        // Only so that other methods on it get 405, not 404: `GET` and
+        // `HEAD` never reach the router.
+        .route("/gcd/{*operands}", get(not_found))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -118,7 +138,7 @@ pub fn router(state: AppState) -> Router {
 /// One handler rather than a middleware around the router: a middleware
 /// boxes every request's future and the rest of the router (measured in
 /// results/ledger.md), and only this route does work worth shedding.
-async fn gcd(State(state): State<AppState>, uri: Uri) -> Response {
+async fn gcd(state: AppState, uri: Uri) -> Response {
     let started = Instant::now();
     let operands = operands(uri.path());
     let route = if operands.is_some() {

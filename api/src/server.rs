@@ -14,7 +14,7 @@ use crate::{
     limits,
     metrics::ApiMetrics,
     resolve::{Resolve, SystemResolver},
-    routes::{AppState, router},
+    routes::{AppState, GcdShortcut, router},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -99,9 +99,10 @@ impl Server {
             max_in_flight = config.max_in_flight,
             "api listening"
         );
-        let public = serve::http1::serve(
+        let public = serve::http1::serve_with_shortcut(
             self.public,
-            router(state),
+            router(state.clone()),
+            Some(Arc::new(GcdShortcut(state))),
             config.http,
             lifecycle.reached(Phase::Stopping),
         );

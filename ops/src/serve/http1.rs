@@ -1,5 +1,6 @@
 //! Serves an axum router over HTTP/1.1, one request at a time per
-//! connection, with the bounds a public port needs.
+//! connection, with the bounds a public port needs; a port's busiest route
+//! may skip the router ([`Shortcut`]).
 //!
 //! hyper reads one request head (at most `max_head_bytes`) and answers it
 //! before reading the next, so a connection holds one head and one response
@@ -26,7 +27,8 @@
 
 use std::{
     convert::Infallible,
-    future::{Ready, ready},
+    future::{Future, Ready, ready},
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -39,7 +41,8 @@ use axum::{
     body::Body,
     http::{HeaderValue, Request, Response, StatusCode, Version, header},
 };
-use hyper::{body::Incoming, server::conn::http1};
+pub use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::{ServiceExt, util::Oneshot};
@@ -75,13 +78,39 @@ impl Limits {
     }
 }
 
+/// A route answered before the router sees the request: the one a port
+/// serves nearly all its requests on, spared what axum's routing costs
+/// every request (matching the path, storing the captured segments in the
+/// request, cloning and boxing the handler).
+pub trait Shortcut: Send + Sync + 'static {
+    /// Whether `request` is the shortcut's to answer (the router's if not).
+    fn takes(&self, request: &Request<Incoming>) -> bool;
+
+    /// The answer to a request the shortcut takes.
+    fn answer(&self, request: Request<Incoming>) -> ShortcutAnswer;
+}
+
+/// A request being answered by a [`Shortcut`].
+pub type ShortcutAnswer = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
 /// Serves `router` on `listener` until `shutdown` resolves, then lets
 /// in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_with_shortcut(listener, router, None, limits, shutdown).await;
+}
+
+/// [`serve`], with the requests `shortcut` takes answered by it.
+pub async fn serve_with_shortcut(
+    listener: TcpListener,
+    router: Router,
+    shortcut: Option<Arc<dyn Shortcut>>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
 ) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -98,6 +127,7 @@ pub async fn serve(
             let close_next = Arc::new(AtomicBool::new(false));
             let service = Http1Service {
                 router: router.clone(),
+                shortcut: shortcut.clone(),
                 max_target_bytes: limits.max_target_bytes,
                 activity: slot.activity.clone(),
                 close_next: close_next.clone(),
@@ -156,6 +186,7 @@ fn log_end(result: Result<(), hyper::Error>) {
 /// the application, recording each request in the connection's activity.
 struct Http1Service {
     router: Router,
+    shortcut: Option<Arc<dyn Shortcut>>,
     max_target_bytes: usize,
     activity: Arc<Activity>,
     /// Set when the connection should end after its next response.
@@ -168,14 +199,22 @@ impl hyper::service::Service<Request<Incoming>> for Http1Service {
     type Future = Http1Call;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let answer = match refusal(&request, self.max_target_bytes) {
-            Some(response) => Answer::Refused {
+        let answer = if let Some(response) = refusal(&request, self.max_target_bytes) {
+            Answer::Refused {
                 response: ready(Ok(response)),
-            },
-            None => Answer::Routed {
-                in_flight: self.activity.start(),
-                call: self.router.clone().oneshot(request),
-            },
+            }
+        } else {
+            let in_flight = self.activity.start();
+            match &self.shortcut {
+                Some(shortcut) if shortcut.takes(&request) => Answer::Shortcut {
+                    in_flight,
+                    answer: shortcut.answer(request),
+                },
+                _ => Answer::Routed {
+                    in_flight,
+                    call: self.router.clone().oneshot(request),
+                },
+            }
         };
         Http1Call {
             close_next: self.close_next.clone(),
@@ -194,10 +233,11 @@ pin_project_lite::pin_project! {
 }
 
 pin_project_lite::pin_project! {
-    /// A refusal answered at once, or the router's answer.
+    /// A refusal answered at once, the shortcut's answer, or the router's.
     #[project = AnswerProjection]
     enum Answer {
         Refused { #[pin] response: Ready<Result<Response<Body>, Infallible>> },
+        Shortcut { in_flight: InFlight, answer: ShortcutAnswer },
         Routed { in_flight: InFlight, #[pin] call: Oneshot<Router, Request<Incoming>> },
     }
 }
@@ -211,6 +251,7 @@ impl std::future::Future for Answer {
     ) -> std::task::Poll<Self::Output> {
         match self.project() {
             AnswerProjection::Refused { response } => response.poll(cx),
+            AnswerProjection::Shortcut { answer, .. } => answer.as_mut().poll(cx).map(Ok),
             AnswerProjection::Routed { call, .. } => call.poll(cx),
         }
     }
