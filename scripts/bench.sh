@@ -11,7 +11,10 @@
 #     machine's load;
 #   - idle and after-load memory (VmRSS, and VmHWM = peak) of every process;
 #   - start-up time from exec to the first successful request (startup-probe).
-# Figures are medians of --runs runs. It builds the release binaries first.
+# Figures are medians of --runs runs. When several binary sets are measured
+# they take turns run by run (run 1: A, B; run 2: B, A; ...), so a machine
+# that slows down part-way weighs on every set alike. It builds the release
+# binaries first.
 # Host binaries (target/release, glibc) are always measured; the static musl
 # binaries that ship (dist/x86_64-unknown-linux-musl, from scripts/build-arm.sh)
 # are measured too when present (--musl builds them first). Traffic goes to
@@ -26,15 +29,21 @@
 #                    default set of host and musl binaries)
 #   --musl           build the static musl binaries first (scripts/build-arm.sh
 #                    --binaries-only, x86_64 only)
+#   --original       also measure the original Go implementation this project
+#                    replaces (bench/original, built by scripts/build-original.py
+#                    from Debian's Go packages) as one more set, "original (Go)",
+#                    in the same scenarios, and add a table of our figures as
+#                    ratios of its own
 #   --worker-threads N  run gcd, api and http-ceiling with N Tokio worker
-#                    threads instead of their default
+#                    threads instead of their default (the original: GOMAXPROCS)
 #   --tuning         also measure api / gcd worker-thread combinations on the
-#                    last set of binaries (adds ~3 minutes)
+#                    last set of our binaries (adds ~3 minutes)
 #   --no-build       use the binaries already built
 #   --out FILE       where to write the results (default results/bench.md)
 #   --source TEXT    what was measured, for the results (default: git commit)
 #   -h, --help       this text
-# Needs wrk, curl and valgrind (scripts/install-deps.sh installs them).
+# Needs wrk, curl and valgrind, and for --original Go and its Debian packages
+# (scripts/install-deps.sh installs them all).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -48,6 +57,7 @@ build=1
 tuning=0
 out=results/bench.md
 musl_build=0
+original=0
 source_text=
 workers=
 bins=()
@@ -59,6 +69,7 @@ while [ $# -gt 0 ]; do
     --bin) bins+=("${2:?--bin needs a directory}"); shift ;;
     --tuning) tuning=1 ;;
     --musl) musl_build=1 ;;
+    --original) original=1 ;;
     --worker-threads) workers=${2:?--worker-threads needs a number}; shift ;;
     --no-build) build=0 ;;
     --out) out=${2:?--out needs a file}; shift ;;
@@ -129,12 +140,48 @@ PIDS=()
 STARTS=0
 cleanup() {
   local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # ${A[@]+...}: an empty array is "unbound" to bash before 4.4 under set -u.
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$TMP"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+ORIGINAL_NAME="original (Go)"
+ORIGINAL_VERSIONS=
+if [ "$original" = 1 ]; then
+  log "building the original Go implementation (scripts/build-original.py)"
+  python3 scripts/build-original.py "$TMP/original" >&2 || die "scripts/build-original.py failed"
+  ORIGINAL_VERSIONS=$(cat "$TMP/original/VERSIONS")
+  bins+=("$TMP/original:$ORIGINAL_NAME")
+fi
+
+# The sets as parallel arrays, indexed 0 .. NSETS - 1.
+SET_DIR=()
+SET_NAME=()
+for entry in "${bins[@]}"; do
+  dir=${entry%%:*}
+  name=${entry#*:}
+  [ "$name" = "$entry" ] && name=$(basename "$dir")
+  if [ ! -x "$dir/gcd" ] || [ ! -x "$dir/api" ]; then die "no gcd and api in $dir"; fi
+  SET_DIR+=("$dir")
+  SET_NAME+=("$name")
+done
+NSETS=${#SET_DIR[@]}
+# --tuning explores our binaries, so the last set that is not the original.
+TUNING_SET=$((NSETS - 1 - original))
+
+# set_order RUN: the set indices in the order run RUN takes them, forwards
+# on odd runs and backwards on even ones, so that no set always goes first.
+set_order() {
+  local k
+  if [ $(($1 % 2)) -eq 1 ]; then
+    for ((k = 0; k < NSETS; k++)); do echo "$k"; done
+  else
+    for ((k = NSETS - 1; k >= 0; k--)); do echo "$k"; done
+  fi
+}
 
 # start NAME CMD...: starts CMD in the background and waits for its
 # "addr=HOST:PORT" log line. Sets PID and ADDR.
@@ -159,8 +206,8 @@ start() {
 # stop_all: stops every process started so far and waits for it.
 stop_all() {
   local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do wait "$pid" 2>/dev/null || true; done
   PIDS=()
 }
 
@@ -208,73 +255,159 @@ cpu_ticks() {
 us_per() { awk -v r="$1" -v t="$2" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", r ? t * 1e6 / hz / r : 0}'; }
 
 THROUGHPUT=()
-# Processes whose CPU time measure() charges to each request: the front
-# (api or http-ceiling) and the gcd replicas.
-FRONT_PIDS=()
-GCD_PIDS=()
+# Medians of every throughput row, for the comparison with the original.
+CMP_LABEL=()
+CMP_SET=()
+CMP_RPS=()
+CMP_P99=()
 # cpu_cell PIDS_COUNT TOTALS USERS SYSTEMS: "-" without processes, else the
 # median CPU µs per request with the medians of its user and system parts.
 cpu_cell() {
-  local total user system
-  read -r -a total <<<"$2"
-  read -r -a user <<<"$3"
-  read -r -a system <<<"$4"
   if [ "$1" -eq 0 ]; then
     echo "-"
   else
-    echo "$(median "${total[@]}") ($(median "${user[@]}") + $(median "${system[@]}"))"
+    # Unquoted on purpose: each argument is a list of numbers.
+    # shellcheck disable=SC2086
+    echo "$(median $2) ($(median $3) + $(median $4))"
   fi
 }
 
-# measure KIND LABEL BINS CMD...: runs CMD --runs times after a warm-up, and
-# adds a row with the median req/s, p50, p99 and CPU per request (user and
-# system apart) to THROUGHPUT. CMD prints a "wrk:" or "grpc-load:" key=value
-# line.
-measure() {
-  local kind=$1 label=$2 binset=$3
-  shift 3
-  local rps=() p50=() p99=() bad=0 line i errors non2xx n
-  local front_us=() front_user=() front_sys=() gcd_us=() gcd_user=() gcd_sys=()
-  local fu0 fs0 gu0 gs0 fu1 fs1 gu1 gs1
-  for ((i = 1; i <= runs; i++)); do
-    read -r fu0 fs0 < <(cpu_ticks "${FRONT_PIDS[@]}")
-    read -r gu0 gs0 < <(cpu_ticks "${GCD_PIDS[@]}")
-    line=$("$@" | grep -E '^(wrk|grpc-load): ') || die "$label: no figures from $1"
-    read -r fu1 fs1 < <(cpu_ticks "${FRONT_PIDS[@]}")
-    read -r gu1 gs1 < <(cpu_ticks "${GCD_PIDS[@]}")
-    n=$(field requests "$line")
-    front_us+=("$(us_per "$n" $((fu1 - fu0 + fs1 - fs0)))")
-    front_user+=("$(us_per "$n" $((fu1 - fu0)))")
-    front_sys+=("$(us_per "$n" $((fs1 - fs0)))")
-    gcd_us+=("$(us_per "$n" $((gu1 - gu0 + gs1 - gs0)))")
-    gcd_user+=("$(us_per "$n" $((gu1 - gu0)))")
-    gcd_sys+=("$(us_per "$n" $((gs1 - gs0)))")
-    rps+=("$(field rps "$line")")
-    p50+=("$(field p50_us "$line")")
-    p99+=("$(field p99_us "$line")")
-    errors=$(field errors "$line")
-    non2xx=$(field non2xx "$line")
-    bad=$((bad + ${errors:-0} + ${non2xx:-0}))
-    log "$label [$binset] run $i: $line"
+# Per slot (a set's index, or NSETS for a figure of one set alone): the
+# processes whose CPU time is charged to each request, the front (api or
+# http-ceiling) and the gcd replicas; what the load is aimed at; and the
+# figures of the runs so far. Lists are space-separated strings: bash 3.2
+# has neither arrays of arrays nor associative arrays.
+S_FRONT=()
+S_GCD=()
+S_TARGET=()
+R_RPS=()
+R_P50=()
+R_P99=()
+R_FRONT=()
+R_FRONT_USER=()
+R_FRONT_SYS=()
+R_GCD=()
+R_GCD_USER=()
+R_GCD_SYS=()
+R_BAD=()
+
+# reset_runs SLOT: forgets the figures of SLOT's runs.
+reset_runs() {
+  R_RPS[$1]=
+  R_P50[$1]=
+  R_P99[$1]=
+  R_FRONT[$1]=
+  R_FRONT_USER[$1]=
+  R_FRONT_SYS[$1]=
+  R_GCD[$1]=
+  R_GCD_USER[$1]=
+  R_GCD_SYS[$1]=
+  R_BAD[$1]=0
+}
+
+# measure_run SLOT LABEL BINSET RUN CMD...: one measured run of CMD, which
+# prints a "wrk:" or "grpc-load:" key=value line; its figures and the CPU
+# time of SLOT's processes are added to SLOT's runs.
+measure_run() {
+  local slot=$1 label=$2 binset=$3 run=$4
+  shift 4
+  local line n errors non2xx fu0 fs0 gu0 gs0 fu1 fs1 gu1 gs1
+  # Unquoted on purpose: lists of PIDs, possibly empty.
+  # shellcheck disable=SC2086
+  read -r fu0 fs0 < <(cpu_ticks ${S_FRONT[$slot]})
+  # shellcheck disable=SC2086
+  read -r gu0 gs0 < <(cpu_ticks ${S_GCD[$slot]})
+  line=$("$@" | grep -E '^(wrk|grpc-load): ') || die "$label: no figures from $1"
+  # shellcheck disable=SC2086
+  read -r fu1 fs1 < <(cpu_ticks ${S_FRONT[$slot]})
+  # shellcheck disable=SC2086
+  read -r gu1 gs1 < <(cpu_ticks ${S_GCD[$slot]})
+  n=$(field requests "$line")
+  R_FRONT[$slot]+=" $(us_per "$n" $((fu1 - fu0 + fs1 - fs0)))"
+  R_FRONT_USER[$slot]+=" $(us_per "$n" $((fu1 - fu0)))"
+  R_FRONT_SYS[$slot]+=" $(us_per "$n" $((fs1 - fs0)))"
+  R_GCD[$slot]+=" $(us_per "$n" $((gu1 - gu0 + gs1 - gs0)))"
+  R_GCD_USER[$slot]+=" $(us_per "$n" $((gu1 - gu0)))"
+  R_GCD_SYS[$slot]+=" $(us_per "$n" $((gs1 - gs0)))"
+  R_RPS[$slot]+=" $(field rps "$line")"
+  R_P50[$slot]+=" $(field p50_us "$line")"
+  R_P99[$slot]+=" $(field p99_us "$line")"
+  errors=$(field errors "$line")
+  non2xx=$(field non2xx "$line")
+  R_BAD[$slot]=$((R_BAD[$slot] + ${errors:-0} + ${non2xx:-0}))
+  log "$label [$binset] run $run: $line"
+}
+
+# measure_row SLOT KIND LABEL BINSET: adds a row with the median req/s, p50,
+# p99 and CPU per request (user and system apart) of SLOT's runs to
+# THROUGHPUT.
+measure_row() {
+  local slot=$1 kind=$2 label=$3 binset=$4
+  local rps m50 m99 front gcd nfront ngcd
+  # Unquoted on purpose below: lists of numbers.
+  # shellcheck disable=SC2086
+  rps=$(median ${R_RPS[$slot]})
+  # shellcheck disable=SC2086
+  m50=$(median ${R_P50[$slot]})
+  # shellcheck disable=SC2086
+  m99=$(median ${R_P99[$slot]})
+  # shellcheck disable=SC2086
+  nfront=$(set -- ${S_FRONT[$slot]}; echo $#)
+  # shellcheck disable=SC2086
+  ngcd=$(set -- ${S_GCD[$slot]}; echo $#)
+  front=$(cpu_cell "$nfront" "${R_FRONT[$slot]}" "${R_FRONT_USER[$slot]}" "${R_FRONT_SYS[$slot]}")
+  gcd=$(cpu_cell "$ngcd" "${R_GCD[$slot]}" "${R_GCD_USER[$slot]}" "${R_GCD_SYS[$slot]}")
+  # shellcheck disable=SC2086
+  THROUGHPUT+=("| $label | $binset | $kind | **$(echo "$rps" | awk '{printf "%.0f", $1}')** | $(ms "$m50") | $(ms "$m99") | $front | $gcd | $(printf '%.0f ' ${R_RPS[$slot]})| ${R_BAD[$slot]} |")
+  CMP_LABEL+=("$label")
+  CMP_SET+=("$binset")
+  CMP_RPS+=("$rps")
+  CMP_P99+=("$m99")
+}
+
+# measure_sets KIND LABEL RUNNER: the scenario LABEL on every set, whose
+# processes are up and warmed: run 1 takes each set once in set_order, then
+# run 2, and so on; then a row per set. RUNNER SLOT makes one measured run
+# against S_TARGET[SLOT].
+measure_sets() {
+  local kind=$1 label=$2 runner=$3 k run
+  for ((k = 0; k < NSETS; k++)); do reset_runs "$k"; done
+  for ((run = 1; run <= runs; run++)); do
+    for k in $(set_order "$run"); do
+      measure_run "$k" "$label" "${SET_NAME[$k]}" "$run" "$runner" "$k"
+    done
   done
-  local m50 m99
-  m50=$(median "${p50[@]}")
-  m99=$(median "${p99[@]}")
-  local front gcd
-  front=$(cpu_cell ${#FRONT_PIDS[@]} "${front_us[*]}" "${front_user[*]}" "${front_sys[*]}")
-  gcd=$(cpu_cell ${#GCD_PIDS[@]} "${gcd_us[*]}" "${gcd_user[*]}" "${gcd_sys[*]}")
-  THROUGHPUT+=("| $label | $binset | $kind | **$(median "${rps[@]}" | awk '{printf "%.0f", $1}')** | $(ms "$m50") | $(ms "$m99") | $front | $gcd | $(printf '%.0f ' "${rps[@]}")| $bad |")
+  for ((k = 0; k < NSETS; k++)); do measure_row "$k" "$kind" "$label" "${SET_NAME[$k]}"; done
+}
+
+# measure_alone KIND LABEL BINSET FRONT_PIDS GCD_PIDS URL: a wrk scenario on
+# one set of processes only (tuning, ceiling): --runs runs, then a row.
+measure_alone() {
+  local slot=$NSETS run
+  S_FRONT[$slot]=$4
+  S_GCD[$slot]=$5
+  S_TARGET[$slot]=$6
+  reset_runs "$slot"
+  for ((run = 1; run <= runs; run++)); do
+    measure_run "$slot" "$2" "$3" "$run" wrk_slot "$slot"
+  done
+  measure_row "$slot" "$1" "$2" "$3"
 }
 
 # wrk_run URL: the measured wrk run.
 wrk_run() { wrk "${WRK_ARGS[@]}" -d"${duration}s" -s bench/wrk-report.lua "$1"; }
+# wrk_slot SLOT / grpc_slot SLOT: a measured run against S_TARGET[SLOT].
+wrk_slot() { wrk_run "${S_TARGET[$1]}"; }
+grpc_slot() { "$TOOLS/grpc-load" --target "${S_TARGET[$1]}" "${GRPC_ARGS[@]}" --duration "$duration"; }
 
 MEMORY=()
 # mem_row SCENARIO BINSET PROCESS PID IDLE GOAL_IDLE GOAL_PEAK: a memory row.
 mem_row() {
-  local after_rss after_hwm
+  local after_rss after_hwm goals="$6 / $7"
   read -r after_rss after_hwm < <(mem "$4")
-  MEMORY+=("| $1 | $2 | $3 | $(mib "${5% *}") | $(mib "$after_rss") | $(mib "$after_hwm") | $6 / $7 |")
+  # The goals are ours; the original's figures are there to compare with.
+  [ "$2" != "$ORIGINAL_NAME" ] || goals="- / -"
+  MEMORY+=("| $1 | $2 | $3 | $(mib "${5% *}") | $(mib "$after_rss") | $(mib "$after_hwm") | $goals |")
 }
 
 STARTUP=()
@@ -296,80 +429,115 @@ log "machine load before: $LOAD_BEFORE (CPU busy $BUSY_BEFORE)"
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 SECONDS=0
 
-for entry in "${bins[@]}"; do
-  dir=${entry%%:*}
-  name=${entry#*:}
-  [ "$name" = "$entry" ] && name=$(basename "$dir")
-  GCD="$dir/gcd"
-  API="$dir/api"
-  if [ ! -x "$GCD" ] || [ ! -x "$API" ]; then die "no gcd and api in $dir"; fi
+# Start-up: exec to first answer, gcd alone, then api with a gcd of its own
+# set behind it (started once, up through all runs).
+GCD_STARTS=()
+API_STARTS=()
+for ((k = 0; k < NSETS; k++)); do
+  start gcd "${SET_DIR[$k]}/gcd" "${GCD_FLAGS[@]}"
+  S_TARGET[$k]=$ADDR
+  GCD_STARTS[$k]=
+  API_STARTS[$k]=
+done
+for ((run = 1; run <= runs; run++)); do
+  for k in $(set_order "$run"); do
+    line=$("$TOOLS/startup-probe" --protocol grpc --runs 1 -- "${SET_DIR[$k]}/gcd" "${GCD_FLAGS[@]}" | tail -n1)
+    gcd_start=$(field first_ok_ms "$line")
+    line=$("$TOOLS/startup-probe" --protocol http --runs 1 -- "${SET_DIR[$k]}/api" "${API_FLAGS[@]}" --gcd "${S_TARGET[$k]}" | tail -n1)
+    api_start=$(field first_ok_ms "$line")
+    GCD_STARTS[$k]+=" $gcd_start"
+    API_STARTS[$k]+=" $api_start"
+    log "start-up [${SET_NAME[$k]}] run $run: gcd $gcd_start ms, api $api_start ms (first success)"
+  done
+done
+stop_all
+for ((k = 0; k < NSETS; k++)); do
+  # Unquoted on purpose: lists of numbers.
+  # shellcheck disable=SC2086
+  gcd_start=$(median ${GCD_STARTS[$k]} | awk '{printf "%.2f", $1}')
+  # shellcheck disable=SC2086
+  api_start=$(median ${API_STARTS[$k]} | awk '{printf "%.2f", $1}')
+  STARTUP+=("| ${SET_NAME[$k]} | $gcd_start | $api_start |")
+  log "start-up [${SET_NAME[$k]}]: gcd $gcd_start ms, api $api_start ms (first success)"
+done
 
-  # Start-up: exec to first answer, gcd alone, then api with a gcd behind it.
-  line=$("$TOOLS/startup-probe" --protocol grpc --runs "$runs" -- "$GCD" "${GCD_FLAGS[@]}" | tail -n1)
-  gcd_start=$(field first_ok_ms "$line")
-  start gcd "$GCD" "${GCD_FLAGS[@]}"
-  line=$("$TOOLS/startup-probe" --protocol http --runs "$runs" -- "$API" "${API_FLAGS[@]}" --gcd "$ADDR" | tail -n1)
-  api_start=$(field first_ok_ms "$line")
-  stop_all
-  STARTUP+=("| $name | $gcd_start | $api_start |")
-  log "start-up [$name]: gcd $gcd_start ms, api $api_start ms (first success)"
-
-  # api -> gcd with 1 and with 3 replicas.
-  for replicas in 1 3; do
+# api -> gcd with 1 and with 3 replicas: every set's processes up at once,
+# each warmed up, then the sets take turns run by run.
+API_PID=()
+FIRST_GCD_PID=()
+API_IDLE=()
+GCD_IDLE=()
+for replicas in 1 3; do
+  label="api -> gcd, $replicas replica(s)"
+  for ((k = 0; k < NSETS; k++)); do
     addrs=()
     gcd_pids=()
     for ((r = 1; r <= replicas; r++)); do
-      start "gcd$r" "$GCD" "${GCD_FLAGS[@]}"
+      start "gcd$r" "${SET_DIR[$k]}/gcd" "${GCD_FLAGS[@]}"
       addrs+=("$ADDR")
       gcd_pids+=("$PID")
     done
-    start api "$API" "${API_FLAGS[@]}" --gcd "$(IFS=,; echo "${addrs[*]}")"
-    api_pid=$PID
+    start api "${SET_DIR[$k]}/api" "${API_FLAGS[@]}" --gcd "$(IFS=,; echo "${addrs[*]}")"
+    API_PID[$k]=$PID
+    FIRST_GCD_PID[$k]=${gcd_pids[0]}
+    S_FRONT[$k]=$PID
+    S_GCD[$k]="${gcd_pids[*]}"
+    S_TARGET[$k]="http://$ADDR/gcd/12/18"
+    wait_ok "${S_TARGET[$k]}"
+  done
+  sleep 0.5
+  for ((k = 0; k < NSETS; k++)); do
+    API_IDLE[$k]=$(mem "${API_PID[$k]}")
+    GCD_IDLE[$k]=$(mem "${FIRST_GCD_PID[$k]}")
+  done
+  for ((k = 0; k < NSETS; k++)); do
+    wrk "${WRK_ARGS[@]}" -d"${WARMUP_SECS}s" "${S_TARGET[$k]}" >/dev/null
+  done
+  measure_sets wrk "$label" wrk_slot
+  for ((k = 0; k < NSETS; k++)); do
+    mem_row "$label" "${SET_NAME[$k]}" api "${API_PID[$k]}" "${API_IDLE[$k]}" "≤ 3" "≤ 8"
+    mem_row "$label" "${SET_NAME[$k]}" "gcd (first)" "${FIRST_GCD_PID[$k]}" "${GCD_IDLE[$k]}" "≤ 2" "≤ 5"
+  done
+  stop_all
+done
+
+# Direct gRPC against one gcd.
+label="gRPC direct, 1 gcd"
+for ((k = 0; k < NSETS; k++)); do
+  start gcd "${SET_DIR[$k]}/gcd" "${GCD_FLAGS[@]}"
+  FIRST_GCD_PID[$k]=$PID
+  S_FRONT[$k]=
+  S_GCD[$k]=$PID
+  S_TARGET[$k]=$ADDR
+done
+sleep 0.5
+for ((k = 0; k < NSETS; k++)); do GCD_IDLE[$k]=$(mem "${FIRST_GCD_PID[$k]}"); done
+for ((k = 0; k < NSETS; k++)); do
+  "$TOOLS/grpc-load" --target "${S_TARGET[$k]}" "${GRPC_ARGS[@]}" --duration "$WARMUP_SECS" >/dev/null
+done
+measure_sets grpc-load "$label" grpc_slot
+for ((k = 0; k < NSETS; k++)); do
+  mem_row "$label" "${SET_NAME[$k]}" gcd "${FIRST_GCD_PID[$k]}" "${GCD_IDLE[$k]}" "≤ 2" "≤ 5"
+done
+stop_all
+
+# Worker threads (Tokio) per process, 1 replica, on our last set only.
+if [ "$tuning" = 1 ] && [ "$TUNING_SET" -ge 0 ]; then
+  GCD=${SET_DIR[$TUNING_SET]}/gcd
+  API=${SET_DIR[$TUNING_SET]}/api
+  for combo in 1:1 2:1 1:2 2:2 4:4; do
+    aw=${combo%:*}
+    gw=${combo#*:}
+    start gcd "$GCD" "${BASE_FLAGS[@]}" --worker-threads "$gw"
+    gcd_pid=$PID
+    start api "$API" "${BASE_FLAGS[@]}" --worker-threads "$aw" --gcd "${ADDR}"
     url="http://$ADDR/gcd/12/18"
     wait_ok "$url"
-    sleep 0.5
-    api_idle=$(mem "$api_pid")
-    gcd_idle=$(mem "${gcd_pids[0]}")
     wrk "${WRK_ARGS[@]}" -d"${WARMUP_SECS}s" "$url" >/dev/null
-    FRONT_PIDS=("$api_pid")
-    GCD_PIDS=("${gcd_pids[@]}")
-    measure wrk "api -> gcd, $replicas replica(s)" "$name" wrk_run "$url"
-    mem_row "api -> gcd, $replicas replica(s)" "$name" api "$api_pid" "$api_idle" "≤ 3" "≤ 8"
-    mem_row "api -> gcd, $replicas replica(s)" "$name" "gcd (first)" "${gcd_pids[0]}" "$gcd_idle" "≤ 2" "≤ 5"
+    measure_alone wrk "tuning: api ${aw} / gcd ${gw} worker threads" "${SET_NAME[$TUNING_SET]}" "$PID" "$gcd_pid" "$url"
     stop_all
   done
-
-  # Direct gRPC against one gcd.
-  start gcd "$GCD" "${GCD_FLAGS[@]}"
-  gcd_pid=$PID
-  gcd_addr=$ADDR
-  sleep 0.5
-  gcd_idle=$(mem "$gcd_pid")
-  "$TOOLS/grpc-load" --target "$gcd_addr" "${GRPC_ARGS[@]}" --duration "$WARMUP_SECS" >/dev/null
-  FRONT_PIDS=()
-  GCD_PIDS=("$gcd_pid")
-  measure grpc-load "gRPC direct, 1 gcd" "$name" \
-    "$TOOLS/grpc-load" --target "$gcd_addr" "${GRPC_ARGS[@]}" --duration "$duration"
-  mem_row "gRPC direct, 1 gcd" "$name" gcd "$gcd_pid" "$gcd_idle" "≤ 2" "≤ 5"
-  stop_all
-
-  # Worker threads (Tokio) per process, 1 replica, last binaries only.
-  if [ "$tuning" = 1 ] && [ "$entry" = "${bins[-1]}" ]; then
-    for combo in 1:1 2:1 1:2 2:2 4:4; do
-      aw=${combo%:*}
-      gw=${combo#*:}
-      start gcd "$GCD" "${BASE_FLAGS[@]}" --worker-threads "$gw"
-      GCD_PIDS=("$PID")
-      start api "$API" "${BASE_FLAGS[@]}" --worker-threads "$aw" --gcd "${ADDR}"
-      FRONT_PIDS=("$PID")
-      url="http://$ADDR/gcd/12/18"
-      wait_ok "$url"
-      wrk "${WRK_ARGS[@]}" -d"${WARMUP_SECS}s" "$url" >/dev/null
-      measure wrk "tuning: api ${aw} / gcd ${gw} worker threads" "$name" wrk_run "$url"
-      stop_all
-    done
-  fi
-done
+fi
 
 # Ceiling: the api's HTTP stack with no gRPC hop.
 start ceiling "$TOOLS/http-ceiling" "${CEILING_FLAGS[@]}"
@@ -379,9 +547,7 @@ wait_ok "$url"
 sleep 0.5
 ceiling_idle=$(mem "$ceiling_pid")
 wrk "${WRK_ARGS[@]}" -d"${WARMUP_SECS}s" "$url" >/dev/null
-FRONT_PIDS=("$ceiling_pid")
-GCD_PIDS=()
-measure wrk "ceiling: HTTP only, no gRPC hop" "host (glibc)" wrk_run "$url"
+measure_alone wrk "ceiling: HTTP only, no gRPC hop" "host (glibc)" "$ceiling_pid" "" "$url"
 mem_row "ceiling: HTTP only, no gRPC hop" "host (glibc)" http-ceiling "$ceiling_pid" "$ceiling_idle" "-" "-"
 stop_all
 
@@ -394,9 +560,50 @@ elif ! command -v valgrind >/dev/null || ! command -v callgrind_control >/dev/nu
 else
   log "instructions per request (scripts/instructions.py, callgrind)"
   inst_args=()
-  for entry in "${bins[@]}"; do inst_args+=(--bin "$entry"); done
+  for ((k = 0; k < NSETS; k++)); do
+    inst_args+=(--bin "${SET_DIR[$k]}:${SET_NAME[$k]}")
+  done
   INSTRUCTIONS=$(python3 scripts/instructions.py "${inst_args[@]}" --seconds "$duration") ||
     die "scripts/instructions.py failed"
+fi
+
+# comparison: for each row of our sets with a row of the original in the
+# same scenario, our req/s as a multiple of its own and our p99 as a share
+# of its own.
+comparison() {
+  local j o
+  for ((j = 0; j < ${#CMP_LABEL[@]}; j++)); do
+    [ "${CMP_SET[$j]}" != "$ORIGINAL_NAME" ] || continue
+    for ((o = 0; o < ${#CMP_LABEL[@]}; o++)); do
+      [ "${CMP_SET[$o]}" = "$ORIGINAL_NAME" ] && [ "${CMP_LABEL[$o]}" = "${CMP_LABEL[$j]}" ] || continue
+      awk -v label="${CMP_LABEL[$j]}" -v set="${CMP_SET[$j]}" \
+        -v rps="${CMP_RPS[$j]}" -v orps="${CMP_RPS[$o]}" -v p99="${CMP_P99[$j]}" -v op99="${CMP_P99[$o]}" 'BEGIN {
+          times = orps > 0 ? sprintf("**%.1f x**", rps / orps) : "-"
+          share = op99 > 0 ? sprintf("**%.0f %%**", 100 * p99 / op99) : "-"
+          printf "| %s | %s | %.0f | %.0f | %s | %.2f | %.2f | %s |\n",
+            label, set, rps, orps, times, p99 / 1000, op99 / 1000, share }'
+    done
+  done
+}
+COMPARISON=
+if [ "$original" = 1 ]; then
+  ORIGINAL_THREADS="at Go's default, one per core"
+  [ -n "$workers" ] && [ "$workers" != 0 ] && ORIGINAL_THREADS="$workers (--worker-threads)"
+  COMPARISON="
+
+### Against the original
+
+Our medians above as ratios of the original's, measured in the same runs:
+req/s as a multiple of the original's (above 1 x: more requests answered),
+p99 as a share of the original's (under 100 %: a shorter tail). The original
+is the tutorial's Go code as the tutorial wrote it (\`bench/original\`, built
+by \`scripts/build-original.py\`: ${ORIGINAL_VERSIONS}): gin.Default(),
+which logs every request, in front of one grpc-go connection to one gcd,
+with GOMAXPROCS $ORIGINAL_THREADS.
+
+| scenario | binaries | req/s | original's req/s | x original | p99 ms | original's p99 ms | % of original's p99 |
+|---|---|---|---|---|---|---|---|
+$(comparison)"
 fi
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -406,14 +613,18 @@ crate_version() {
   awk -v name="$1" '$0 == "name = \"" name "\"" {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock
 }
 sizes() {
-  local entry dir
-  for entry in "${bins[@]}"; do
-    dir=${entry%%:*}
-    printf '| %s | %s | %s |\n' "${entry#*:}" "$(stat -c %s "$dir/gcd")" "$(stat -c %s "$dir/api")"
+  local k
+  for ((k = 0; k < NSETS; k++)); do
+    printf '| %s | %s | %s |\n' "${SET_NAME[$k]}" "$(stat -c %s "${SET_DIR[$k]}/gcd")" "$(stat -c %s "${SET_DIR[$k]}/api")"
   done
 }
+sources=(api gcd ops proto Cargo.toml Cargo.lock)
+[ "$original" = 1 ] && sources+=(bench/original)
 commit="commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-git diff --quiet HEAD -- api gcd ops proto Cargo.toml Cargo.lock 2>/dev/null || commit="$commit (with local changes)"
+git diff --quiet HEAD -- "${sources[@]}" 2>/dev/null || commit="$commit (with local changes)"
+# A row of its own, or nothing: an empty line would end the table.
+ORIGINAL_ROW=
+[ "$original" = 1 ] && ORIGINAL_ROW=$'\n'"| original (Go) | $ORIGINAL_VERSIONS |"
 [ -n "$source_text" ] && commit=$source_text
 
 mkdir -p "$(dirname "$out")"
@@ -440,7 +651,7 @@ for one process with the machine to itself.
 | CPU busy before starting (1 s sample) | $BUSY_BEFORE |
 | rustc | $(rustc --version 2>/dev/null || echo unknown) |
 | wrk | $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2) |
-| crates | tokio $(crate_version tokio), tonic $(crate_version tonic), h2 $(crate_version h2), hyper $(crate_version hyper), hyper-util $(crate_version hyper-util), axum $(crate_version axum), prost $(crate_version prost) |
+| crates | tokio $(crate_version tokio), tonic $(crate_version tonic), h2 $(crate_version h2), hyper $(crate_version hyper), hyper-util $(crate_version hyper-util), axum $(crate_version axum), prost $(crate_version prost) |${ORIGINAL_ROW}
 | source | $commit |
 | mode | $runs run(s) of ${duration} s per figure after a ${WARMUP_SECS} s warm-up; $( [ "$quick" = 1 ] && echo "--quick (smoke only)" || echo "full"); took ${ELAPSED} s |
 | Tokio worker threads | ${workers:-the default of each binary} (gcd, api, http-ceiling) |
@@ -460,13 +671,16 @@ runs; "errors" counts socket errors and non-2xx answers over all runs.
 the gcd process(es) spent per answered request, from /proc: the median of
 user + system, then the medians of user and system apart. It is less noisy
 than req/s when something else shares the machine, and it shows which hop
-costs what. The load generator's own CPU is not counted.
+costs what. The load generator's own CPU is not counted. With several
+binary sets, their processes are up together and the sets take turns run by
+run (run 1: A, B; run 2: B, A; ...), so a machine that slows down part-way
+weighs on every set alike.
 Goal: ≥ 30,000 req/s through api -> gcd with one replica, p99 ≤ 3 ms (the
 original Go implementation: about 12,600 req/s).
 
 | scenario | binaries | load | req/s | p50 ms | p99 ms | front CPU µs/req (user + sys) | gcd CPU µs/req (user + sys) | req/s per run | errors |
 |---|---|---|---|---|---|---|---|---|---|
-$(printf '%s\n' "${THROUGHPUT[@]}")
+$(printf '%s\n' "${THROUGHPUT[@]}")$COMPARISON
 
 ## Instructions per request
 

@@ -35,7 +35,9 @@ def start(argv: list[str], out: Path) -> tuple[subprocess.Popen, dict[str, str]]
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env={"RUST_LOG": "info", "PATH": "/usr/bin:/bin"},
+        # GODEBUG: the Go runtime's preemption signals abort callgrind, so the
+        # original Go implementation (bench.sh --original) runs without them.
+        env={"RUST_LOG": "info", "PATH": "/usr/bin:/bin", "GODEBUG": "asyncpreemptoff=1"},
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 120
