@@ -29,7 +29,7 @@ use gcd_proto::{
     GcdRequest, GcdResponse,
     framing::{self, GRPC_STATUS, PREFIX_BYTES},
 };
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, Frame};
 use ops::metrics::{Counter, Exposition};
 use prost::Message;
 use tonic::{
@@ -293,14 +293,6 @@ impl Body for Reply {
         match self {
             Reply::Compute { message, trailers } => message.is_none() && trailers.is_none(),
             Reply::Other(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            // Unknown, as gRPC bodies are: gRPC sends no content-length.
-            Reply::Compute { .. } => SizeHint::default(),
-            Reply::Other(body) => body.size_hint(),
         }
     }
 }

@@ -67,7 +67,7 @@ use h2::{
     Ping, PingPong, Reason, RecvStream, SendStream,
     server::{Connection, SendResponse},
 };
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, Frame};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::Semaphore,
@@ -430,23 +430,30 @@ where
         let long_lived = limits.long_lived_methods.contains(&request.uri().path());
         let request = request.map(RequestBody::new);
         // Calls start from this task, one at a time, so the count cannot
-        // change between the check and the start.
-        if self.activity.open() < RESERVED_CALLS_PER_CONNECTION {
-            let in_flight = self.activity.start();
-            return self.run(request, respond, deadline, in_flight, long_lived, cx);
-        }
-        if let Ok(place) = self.port.calls.clone().try_acquire_owned() {
-            let mut in_flight = self.activity.start();
-            in_flight.hold_shared_place(place);
-            return self.run(request, respond, deadline, in_flight, long_lived, cx);
-        }
+        // grow between the check and the start.
+        let place = if self.activity.open() < RESERVED_CALLS_PER_CONNECTION {
+            None
+        } else if let Ok(place) = self.port.calls.clone().try_acquire_owned() {
+            Some(place)
+        } else {
+            return self.queue(request, respond, deadline, long_lived);
+        };
+        let in_flight = self.activity.start_holding(place);
+        self.run(request, respond, deadline, in_flight, long_lived, cx);
+    }
+
+    /// A call that found every place taken: it waits for the places of the
+    /// connection evicted for it, or is refused.
+    fn queue(
+        &mut self,
+        request: Request<RequestBody>,
+        respond: SendResponse<Bytes>,
+        deadline: Deadline,
+        long_lived: bool,
+    ) {
         let waiting = match self.port.waiting.clone().try_acquire_owned() {
             Ok(waiting) if self.connections.evict_stalest_holder(&self.activity) => waiting,
-            _ => {
-                let _ =
-                    respond.send_response(status_head(RESOURCE_EXHAUSTED, TOO_MANY_CALLS), true);
-                return;
-            }
+            _ => return refuse(respond),
         };
         // The evicted connection's calls give their places back as soon as
         // its task ends; wait for one (rare: only under attack).
@@ -457,12 +464,9 @@ where
             let place = tokio::time::timeout_at(deadline.at, calls.acquire_owned()).await;
             drop(waiting);
             let Ok(Ok(place)) = place else {
-                let _ =
-                    respond.send_response(status_head(RESOURCE_EXHAUSTED, TOO_MANY_CALLS), true);
-                return;
+                return refuse(respond);
             };
-            let mut in_flight = activity.start();
-            in_flight.hold_shared_place(place);
+            let in_flight = activity.start_holding(Some(place));
             answer(
                 service.oneshot(request),
                 respond,
@@ -502,7 +506,14 @@ where
     }
 }
 
-const TOO_MANY_CALLS: &str = "too many calls in flight, try again";
+/// Answers a call that found no place: `RESOURCE_EXHAUSTED`, which the
+/// client may retry.
+fn refuse(mut respond: SendResponse<Bytes>) {
+    let _ = respond.send_response(
+        status_head(RESOURCE_EXHAUSTED, "too many calls in flight, try again"),
+        true,
+    );
+}
 
 /// When a call runs out of time, and whose time it was.
 struct Deadline {
@@ -725,10 +736,6 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         self.stream.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }
 

@@ -168,9 +168,21 @@ impl Activity {
         }
     }
 
-    /// Resolves when a new connection needs this one's place: close now.
+    /// Resolves when the connection must close now: a new connection needs
+    /// its place, or one of its calls' clients stalled it.
     pub async fn evicted(&self) {
         self.evict.notified().await;
+    }
+
+    /// A call started, holding one of the port's shared places if given
+    /// one: its connection may then be evicted to give the place to another
+    /// ([`Slots::evict_stalest_holder`]).
+    pub fn start_holding(self: &Arc<Self>, place: Option<OwnedSemaphorePermit>) -> InFlight {
+        let mut in_flight = self.start();
+        if let Some(place) = place {
+            in_flight.hold_shared_place(place);
+        }
+        in_flight
     }
 
     /// A request or call started: returns a guard that records its end.
@@ -252,7 +264,7 @@ impl InFlight {
     /// The call holds one of the port's shared places until it ends: its
     /// connection may be evicted to give it to another
     /// ([`Slots::evict_stalest_holder`]).
-    pub fn hold_shared_place(&mut self, place: OwnedSemaphorePermit) {
+    fn hold_shared_place(&mut self, place: OwnedSemaphorePermit) {
         if self.shared_place.replace(place).is_none() {
             self.activity.shared_places.fetch_add(1, Ordering::Relaxed);
         }
@@ -545,10 +557,8 @@ mod tests {
     }
 
     fn shared_call(activity: &Arc<Activity>) -> InFlight {
-        let mut call = activity.start();
         let place = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
-        call.hold_shared_place(place);
-        call
+        activity.start_holding(Some(place))
     }
 
     /// A new connection's place, as the accept loop takes it.
