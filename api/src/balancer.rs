@@ -231,13 +231,14 @@ impl Balancer {
     }
 
     /// GCD of `a` and `b`, from one replica or, if it is unreachable or
-    /// too slow, from one other.
-    pub async fn compute(&self, a: u64, b: u64) -> Result<u64, UpstreamError> {
-        let started = Instant::now();
+    /// too slow, from one other, within the deadline counted from
+    /// `started` (when the request arrived: the clock is read once per
+    /// request where it can be).
+    pub async fn compute(&self, a: u64, b: u64, started: Instant) -> Result<u64, UpstreamError> {
         let deadline = started + self.settings.deadline;
         let replicas = self.snapshot();
         let first = self
-            .pick(&replicas, None)
+            .pick(&replicas, None, started)
             .ok_or(UpstreamError::NoReplicas)?;
         // With another replica to retry on, the first one gets half the
         // budget: a dead replica that is still listed (its connection
@@ -248,7 +249,7 @@ impl Balancer {
         } else {
             deadline
         };
-        let failure = match self.attempt(first, a, b, first_deadline).await {
+        let failure = match self.attempt(first, a, b, first_deadline, started).await {
             Ok(result) => return Ok(result),
             Err(AttemptError::Failed(status)) => return Err(UpstreamError::Failed(status)),
             Err(AttemptError::Timeout) if first_deadline == deadline => {
@@ -256,29 +257,32 @@ impl Balancer {
             }
             Err(failure) => failure,
         };
-        self.eject(first);
-        let second = match self.pick(&replicas, Some(first.addr)) {
+        let now = Instant::now();
+        self.eject(first, now);
+        let second = match self.pick(&replicas, Some(first.addr), now) {
             Some(other) => other,
             // The only replica, and the call never reached it: once more.
             None if matches!(failure, AttemptError::Unreachable(_)) => first,
             None => return Err(failure.into()),
         };
         self.metrics.upstream_retries.inc();
-        let result = self.attempt(second, a, b, deadline).await;
+        let result = self.attempt(second, a, b, deadline, now).await;
         if let Err(AttemptError::Unreachable(_)) = result {
-            self.eject(second);
+            self.eject(second, Instant::now());
         }
         result.map_err(UpstreamError::from)
     }
 
+    /// One call to `replica`, started at `now`.
     async fn attempt(
         &self,
         replica: &Replica,
         a: u64,
         b: u64,
         deadline: Instant,
+        now: Instant,
     ) -> Result<u64, AttemptError> {
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        let remaining = deadline.saturating_duration_since(now);
         if remaining.is_zero() {
             self.metrics.record_upstream(Outcome::DeadlineExceeded);
             return Err(AttemptError::Timeout);
@@ -313,12 +317,13 @@ impl Balancer {
         &self,
         replicas: &'a [Arc<Replica>],
         exclude: Option<SocketAddr>,
+        now: Instant,
     ) -> Option<&'a Replica> {
         let len = replicas.len();
         if len == 0 {
             return None;
         }
-        let now = self.now_millis();
+        let now = self.millis_at(now);
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut fallback = None;
         for offset in 0..len {
@@ -334,8 +339,8 @@ impl Balancer {
         fallback
     }
 
-    fn eject(&self, replica: &Replica) {
-        let until = self.now_millis() + self.eject_millis();
+    fn eject(&self, replica: &Replica, now: Instant) {
+        let until = self.millis_at(now) + self.eject_millis();
         replica.ejected_until.store(until, Ordering::Relaxed);
     }
 
@@ -343,8 +348,8 @@ impl Balancer {
         EJECT_FOR.as_millis() as u64
     }
 
-    fn now_millis(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+    fn millis_at(&self, instant: Instant) -> u64 {
+        instant.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
     fn snapshot(&self) -> Arc<[Arc<Replica>]> {

@@ -15,10 +15,7 @@
 //! over 16 KiB) are refused before they get here, by
 //! [`ops::serve::http1`], with JSON errors too.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -28,7 +25,7 @@ use axum::{
     routing::get,
 };
 use ops::serve::http1::{Incoming, Shortcut, ShortcutAnswer, json, json_error};
-use tokio::sync::Semaphore;
+use tokio::{sync::Semaphore, time::Instant};
 
 use crate::{
     balancer::{Balancer, UpstreamError},
@@ -147,7 +144,7 @@ async fn gcd(state: AppState, uri: Uri) -> Response {
         Route::Unmatched
     };
     let response = match state.in_flight.try_acquire() {
-        Ok(_permit) => answer(&state, operands)
+        Ok(_permit) => answer(&state, operands, started)
             .await
             .unwrap_or_else(IntoResponse::into_response),
         Err(_) => ApiError::Overloaded.into_response(),
@@ -158,11 +155,15 @@ async fn gcd(state: AppState, uri: Uri) -> Response {
     response
 }
 
-async fn answer(state: &AppState, operands: Option<(&str, &str)>) -> Result<Response, ApiError> {
+async fn answer(
+    state: &AppState,
+    operands: Option<(&str, &str)>,
+    started: Instant,
+) -> Result<Response, ApiError> {
     let (a, b) = operands.ok_or(ApiError::NotFound)?;
     let a = parse_operand(a).ok_or(ApiError::InvalidA)?;
     let b = parse_operand(b).ok_or(ApiError::InvalidB)?;
-    let result = state.balancer.compute(a, b).await?;
+    let result = state.balancer.compute(a, b, started).await?;
     let mut body = String::with_capacity(32);
     body.push_str("{\"result\":\"");
     body.push_str(itoa::Buffer::new().format(result));
@@ -199,9 +200,14 @@ fn operands(path: &str) -> Option<(&str, &str)> {
 /// spaces), leading zeros fine. The path is split before decoding, so an
 /// encoded `/` stays inside its operand, which it makes invalid.
 pub fn parse_operand(segment: &str) -> Option<u64> {
-    let text = percent_encoding::percent_decode_str(segment)
-        .decode_utf8()
-        .ok()?;
+    // Nearly every operand is plain digits, with nothing to decode.
+    let text = if segment.contains('%') {
+        percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .ok()?
+    } else {
+        segment.into()
+    };
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

@@ -34,7 +34,7 @@ use gcd_proto::{
     framing::{self, GRPC_STATUS, PREFIX_BYTES},
 };
 use h2::client::SendRequest;
-use http::{HeaderMap, HeaderValue, Method, Request, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
 use prost::Message;
 use tokio::net::TcpStream;
 use tonic::{Code, Status};
@@ -60,6 +60,8 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 const COMPUTE_PATH: &str = "/pb.GCDService/Compute";
 
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
 /// The open connection to a replica, if any, with a number telling it from
 /// earlier ones.
 type Open = Option<(u64, SendRequest<Bytes>)>;
@@ -73,6 +75,9 @@ pub struct Upstream {
     /// Held while connecting, so that one call connects and the others
     /// wait for it instead of each opening a connection.
     connecting: tokio::sync::Mutex<u64>,
+    /// The last call's `grpc-timeout`, in milliseconds, and its headers:
+    /// nearly every call sends the same (see [`grpc_timeout`]).
+    last_headers: Mutex<(u64, HeaderMap)>,
 }
 
 impl Upstream {
@@ -89,6 +94,7 @@ impl Upstream {
             connect_timeout,
             connection: Arc::new(Mutex::new(None)),
             connecting: tokio::sync::Mutex::new(0),
+            last_headers: Mutex::new((0, HeaderMap::new())),
         }
     }
 
@@ -159,15 +165,26 @@ impl Upstream {
         let mut request = Request::new(());
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.uri.clone();
-        let headers = request.headers_mut();
-        headers.reserve(3);
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        headers.insert("grpc-timeout", grpc_timeout(timeout));
+        *request.headers_mut() = self.headers(timeout);
         request
+    }
+
+    /// A call's headers: copied from the last call's unless its
+    /// `grpc-timeout` differs, which is rare (see [`grpc_timeout`]).
+    fn headers(&self, timeout: Duration) -> HeaderMap {
+        let millis = grpc_timeout_millis(timeout);
+        let mut last = lock(&self.last_headers);
+        if last.0 != millis {
+            let mut headers = HeaderMap::with_capacity(3);
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+            headers.insert(GRPC_TIMEOUT, grpc_timeout(millis));
+            *last = (millis, headers);
+        }
+        last.1.clone()
     }
 
     /// The open connection, or a new one.
@@ -306,7 +323,11 @@ fn not_grpc(status: http::StatusCode) -> Failure {
 /// OK (every successful call, so nothing more is read or built), the whole
 /// status otherwise.
 fn status_of(headers: &HeaderMap) -> Option<Result<(), Status>> {
-    let code = headers.get(GRPC_STATUS)?;
+    // An answer's header blocks hold a field or two: comparing their names
+    // costs less than hashing the one looked for.
+    let code = headers
+        .iter()
+        .find_map(|(name, value)| (name == GRPC_STATUS).then_some(value))?;
     if code.as_bytes() == b"0" {
         return Some(Ok(()));
     }
@@ -325,15 +346,19 @@ fn status_of(headers: &HeaderMap) -> Option<Result<(), Status>> {
     Some(Err(Status::new(code, message)))
 }
 
-/// `grpc-timeout` in whole milliseconds, rounded up so that it never reads
-/// as already passed (at most 8 digits: 27 hours; deadlines are seconds).
-/// Milliseconds rather than anything finer because the value then repeats
-/// from call to call (a first attempt's remaining time is the whole
-/// deadline, give or take a microsecond), and HPACK sends a repeated header
-/// as a one-byte index instead of a new literal for both ends to
-/// Huffman-code and enter in their tables (results/ledger.md).
-fn grpc_timeout(timeout: Duration) -> HeaderValue {
-    let millis = timeout.as_nanos().div_ceil(1_000_000).clamp(1, 99_999_999) as u64;
+/// `grpc-timeout` is sent in whole milliseconds, rounded up so that it
+/// never reads as already passed (at most 8 digits: 27 hours; deadlines are
+/// seconds). Milliseconds rather than anything finer because the value then
+/// repeats from call to call (a first attempt's time is the whole
+/// deadline, or half of it), so the header value is made once, and HPACK
+/// sends a repeated header as a one-byte index instead of a new literal for
+/// both ends to Huffman-code and enter in their tables (results/ledger.md).
+fn grpc_timeout_millis(timeout: Duration) -> u64 {
+    timeout.as_nanos().div_ceil(1_000_000).clamp(1, 99_999_999) as u64
+}
+
+/// The `grpc-timeout` value for `millis` (from [`grpc_timeout_millis`]).
+fn grpc_timeout(millis: u64) -> HeaderValue {
     let mut value = BytesMut::with_capacity(9);
     value.extend_from_slice(itoa::Buffer::new().format(millis).as_bytes());
     value.extend_from_slice(b"m");
@@ -435,11 +460,15 @@ mod tests {
 
     #[test]
     fn timeouts_are_sent_in_milliseconds_rounded_up() {
-        assert_eq!(grpc_timeout(Duration::from_secs(1)), "1000m");
-        assert_eq!(grpc_timeout(Duration::from_micros(999_999)), "1000m");
-        assert_eq!(grpc_timeout(Duration::from_nanos(1)), "1m");
-        assert_eq!(grpc_timeout(Duration::ZERO), "1m");
-        assert_eq!(grpc_timeout(Duration::from_secs(200_000)), "99999999m");
+        let upstream = Upstream::new(([127, 0, 0, 1], 1).into(), Duration::from_secs(1));
+        let header = |timeout| upstream.headers(timeout)[GRPC_TIMEOUT].clone();
+        assert_eq!(header(Duration::from_secs(1)), "1000m");
+        assert_eq!(header(Duration::from_micros(999_999)), "1000m");
+        assert_eq!(header(Duration::from_nanos(1)), "1m");
+        assert_eq!(header(Duration::ZERO), "1m");
+        assert_eq!(header(Duration::from_secs(200_000)), "99999999m");
+        assert_eq!(header(Duration::from_millis(1500)), "1500m");
+        assert_eq!(header(Duration::from_millis(1500)), "1500m");
     }
 
     #[tokio::test]

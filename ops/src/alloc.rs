@@ -15,11 +15,13 @@
 //! and the futex only when somebody does.
 //!
 //! Why free lists in front of it: most of those blocks are small, and a
-//! request frees what the next one allocates. A block of at most 512 bytes
-//! goes onto a list for its 16-byte size class (up to 32 per class, so at
-//! most 264 KiB held in all) and the next request of that class takes it
-//! back in a few instructions, where dlmalloc would split, bin and coalesce
-//! chunks. results/tuning.md has what each step saves.
+//! request frees what the next one allocates. A block of at most 2 KiB
+//! goes onto a list for its size class (16 bytes apart up to 512, then 128
+//! apart: header maps and boxed request futures are 0.5 to 1.5 KiB, and
+//! several are made per request), up to 32 per class, so at most 768 KiB
+//! held in all; the next request of that class takes it back in a few
+//! instructions, where dlmalloc would split, bin and coalesce chunks.
+//! results/tuning.md has what each step saves.
 //!
 //! The binaries do not fork, so there is no `pthread_atfork` dance; and
 //! dlmalloc's size checks on free (`Dlmalloc::free`) are skipped by using
@@ -45,12 +47,17 @@ pub struct Allocator;
 /// The alignment every dlmalloc block has (two words).
 const NATURAL_ALIGN: usize = 2 * size_of::<usize>();
 /// Small blocks are kept in size classes this many bytes apart...
-const CLASS_BYTES: usize = 16;
+const SMALL_CLASS_BYTES: usize = 16;
+/// ...up to this size...
+const SMALL_UP_TO: usize = 512;
+const SMALL_CLASSES: usize = SMALL_UP_TO / SMALL_CLASS_BYTES;
+/// ...then in classes this many bytes apart...
+const LARGE_CLASS_BYTES: usize = 128;
 /// ...up to this size; larger ones always go back to dlmalloc.
-const CACHED_UP_TO: usize = 512;
-const CLASSES: usize = CACHED_UP_TO / CLASS_BYTES;
-/// Freed blocks kept per class: at most `CACHED_UP_TO * (CLASSES + 1) / 2
-/// * BLOCKS_PER_CLASS` bytes (264 KiB) in all, whatever the load.
+const CACHED_UP_TO: usize = 2048;
+const CLASSES: usize = SMALL_CLASSES + (CACHED_UP_TO - SMALL_UP_TO) / LARGE_CLASS_BYTES;
+/// Freed blocks kept per class: at most 768 KiB in all (the sum of the
+/// class sizes, 24 KiB, this many times), whatever the load.
 const BLOCKS_PER_CLASS: usize = 32;
 
 /// The heap: dlmalloc, and in front of it the small blocks freed last, by
@@ -97,12 +104,23 @@ fn heap() -> MutexGuard<'static, Heap> {
 /// a class's list fits any request of that class.
 #[inline]
 fn class_of(size: usize, align: usize) -> Option<usize> {
-    (size != 0 && size <= CACHED_UP_TO && align <= NATURAL_ALIGN).then(|| (size - 1) / CLASS_BYTES)
+    if size == 0 || size > CACHED_UP_TO || align > NATURAL_ALIGN {
+        return None;
+    }
+    Some(if size <= SMALL_UP_TO {
+        (size - 1) / SMALL_CLASS_BYTES
+    } else {
+        SMALL_CLASSES + (size - SMALL_UP_TO - 1) / LARGE_CLASS_BYTES
+    })
 }
 
 #[inline]
 fn class_size(class: usize) -> usize {
-    (class + 1) * CLASS_BYTES
+    if class < SMALL_CLASSES {
+        (class + 1) * SMALL_CLASS_BYTES
+    } else {
+        SMALL_UP_TO + (class + 1 - SMALL_CLASSES) * LARGE_CLASS_BYTES
+    }
 }
 
 impl Heap {
@@ -291,9 +309,20 @@ mod tests {
         assert_eq!(class_of(CACHED_UP_TO, NATURAL_ALIGN), Some(CLASSES - 1));
         assert_eq!(class_of(CACHED_UP_TO + 1, 1), None);
         assert_eq!(class_of(16, NATURAL_ALIGN * 2), None);
+        assert_eq!(class_of(SMALL_UP_TO + 1, 8), Some(SMALL_CLASSES));
+        let mut held = 0;
+        for class in 0..CLASSES {
+            held += class_size(class) * BLOCKS_PER_CLASS;
+        }
+        assert_eq!(held, 768 * 1024, "the bound the documentation gives");
         for size in 1..=CACHED_UP_TO {
             let class = class_of(size, 1).unwrap();
-            assert!(class_size(class) >= size && class_size(class) < size + CLASS_BYTES);
+            let step = if size <= SMALL_UP_TO {
+                SMALL_CLASS_BYTES
+            } else {
+                LARGE_CLASS_BYTES
+            };
+            assert!(class_size(class) >= size && class_size(class) < size + step);
         }
     }
 

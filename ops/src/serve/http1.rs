@@ -6,9 +6,11 @@
 //! before reading the next, so a connection holds one head and one response
 //! at most. Around that:
 //!
-//! - the head must arrive within `header_read_timeout`, counted from the
-//!   moment hyper waits for it, so the same bound is the keep-alive idle
-//!   timeout;
+//! - the head must arrive within `header_read_timeout`, counted from when
+//!   the connection was accepted or its last request was answered, so the
+//!   same bound is the keep-alive idle timeout (one timer per connection,
+//!   re-armed only when it fires: hyper's own arms and disarms a timer for
+//!   every request);
 //! - a response that the client does not read within `write_timeout` ends
 //!   the connection ([`GuardedIo`]);
 //! - a connection older than `max_connection_age` gets `Connection: close`
@@ -39,12 +41,12 @@ use std::{
 use axum::{
     Router,
     body::Body,
-    http::{HeaderValue, Request, Response, StatusCode, Version, header},
+    http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header},
 };
 pub use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpListener, time::Instant};
 use tower::{ServiceExt, util::Oneshot};
 
 use super::{Activity, InFlight, Slot, accept_loop, io::GuardedIo};
@@ -53,8 +55,8 @@ use super::{Activity, InFlight, Slot, accept_loop, io::GuardedIo};
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
-    /// For a request head, counted from when hyper waits for it: also the
-    /// keep-alive idle timeout.
+    /// For a request head, counted from when the connection was accepted
+    /// or its last request answered: also the keep-alive idle timeout.
     pub header_read_timeout: Duration,
     /// For a response the client does not read.
     pub write_timeout: Duration,
@@ -113,9 +115,7 @@ pub async fn serve_with_shortcut(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_head_bytes.max(8192))
+    http.max_buf_size(limits.max_head_bytes.max(8192))
         .half_close(true)
         .keep_alive(true);
     accept_loop(
@@ -146,22 +146,46 @@ async fn drive(
     mut slot: Slot,
 ) {
     tokio::pin!(connection);
-    let too_old = tokio::time::sleep(limits.max_connection_age);
-    tokio::pin!(too_old);
+    let accepted = Instant::now();
+    let retire_at = accepted + limits.max_connection_age;
+    // One timer for both time bounds, re-armed only when it fires: a timer
+    // is polled on every wake-up of the connection, and one per request
+    // would cost every request a timer-wheel insert and removal.
+    let due = tokio::time::sleep_until(retire_at.min(accepted + limits.header_read_timeout));
+    tokio::pin!(due);
     loop {
         tokio::select! {
+            biased;
             result = &mut connection => return log_end(result),
             () = slot.activity.evicted() => {
                 return tracing::debug!("connection evicted for a new one");
             }
             () = slot.stopping.wait() => break,
-            // Old enough: the next response says `Connection: close` and
-            // hyper closes after it. Closing now instead would race with a
-            // request the client may be sending on the idle connection, and
-            // that request would fail. A client that sends nothing more is
-            // closed by the keep-alive idle timeout.
-            () = &mut too_old, if !close_next.load(Ordering::Relaxed) => {
-                close_next.store(true, Ordering::Relaxed);
+            () = &mut due => {
+                let now = Instant::now();
+                // Waited the whole timeout for a request: closed. Otherwise
+                // looked at again when it would have.
+                let head_by = match slot.activity.awaiting_request_since() {
+                    Some(since) if now >= since + limits.header_read_timeout => {
+                        return tracing::debug!("no request within the header read timeout");
+                    }
+                    Some(since) => since + limits.header_read_timeout,
+                    None => now + limits.header_read_timeout,
+                };
+                // Old enough: the next response says `Connection: close`
+                // and hyper closes after it. Closing now instead would race
+                // with a request the client may be sending on the idle
+                // connection, and that request would fail. A client that
+                // sends nothing more is closed by the timeout above.
+                if now >= retire_at {
+                    close_next.store(true, Ordering::Relaxed);
+                }
+                let next = if close_next.load(Ordering::Relaxed) {
+                    head_by
+                } else {
+                    head_by.min(retire_at)
+                };
+                due.as_mut().reset(next);
             }
         }
     }
@@ -199,12 +223,13 @@ impl hyper::service::Service<Request<Incoming>> for Http1Service {
     type Future = Http1Call;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let in_flight = self.activity.start();
         let answer = if let Some(response) = refusal(&request, self.max_target_bytes) {
             Answer::Refused {
+                in_flight,
                 response: ready(Ok(response)),
             }
         } else {
-            let in_flight = self.activity.start();
             match &self.shortcut {
                 Some(shortcut) if shortcut.takes(&request) => Answer::Shortcut {
                     in_flight,
@@ -236,7 +261,7 @@ pin_project_lite::pin_project! {
     /// A refusal answered at once, the shortcut's answer, or the router's.
     #[project = AnswerProjection]
     enum Answer {
-        Refused { #[pin] response: Ready<Result<Response<Body>, Infallible>> },
+        Refused { in_flight: InFlight, #[pin] response: Ready<Result<Response<Body>, Infallible>> },
         Shortcut { in_flight: InFlight, answer: ShortcutAnswer },
         Routed { in_flight: InFlight, #[pin] call: Oneshot<Router, Request<Incoming>> },
     }
@@ -250,7 +275,7 @@ impl std::future::Future for Answer {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         match self.project() {
-            AnswerProjection::Refused { response } => response.poll(cx),
+            AnswerProjection::Refused { response, .. } => response.poll(cx),
             AnswerProjection::Shortcut { answer, .. } => answer.as_mut().poll(cx).map(Ok),
             AnswerProjection::Routed { call, .. } => call.poll(cx),
         }
@@ -310,6 +335,8 @@ fn valid_host(value: &HeaderValue) -> bool {
 pub fn json(status: StatusCode, body: String) -> Response<Body> {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
+    // Room for the one header, rather than the default map's six.
+    *response.headers_mut() = HeaderMap::with_capacity(1);
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

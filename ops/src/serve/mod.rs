@@ -202,6 +202,20 @@ impl Activity {
         self.last_progress_ms.store(now, Ordering::Relaxed);
     }
 
+    /// Since when the connection has been waiting for a request, if
+    /// nothing is open: when its last request ended, or when it was
+    /// accepted.
+    pub fn awaiting_request_since(&self) -> Option<Instant> {
+        if !self.is_idle() {
+            return None;
+        }
+        let ms = match self.last_progress_ms.load(Ordering::Relaxed) {
+            Self::NEVER => self.accepted_ms,
+            ms => ms,
+        };
+        Some(self.epoch + Duration::from_millis(ms))
+    }
+
     /// Requests or calls in flight, long-lived streams not included.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
@@ -498,6 +512,28 @@ mod tests {
         slots.evict_one();
         assert!(is_notified(&idle));
         assert!(!is_notified(&busy));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_awaits_a_request_from_its_accept_or_its_last_answer() {
+        let slots = Arc::new(Slots::new(1));
+        let accepted = Instant::now();
+        let (_place, activity) = take(&slots);
+        assert_eq!(activity.awaiting_request_since(), Some(accepted));
+
+        tokio::time::advance(Duration::from_millis(30)).await;
+        let request = activity.start();
+        assert_eq!(
+            activity.awaiting_request_since(),
+            None,
+            "a request is in flight"
+        );
+        tokio::time::advance(Duration::from_millis(20)).await;
+        drop(request);
+        assert_eq!(
+            activity.awaiting_request_since(),
+            Some(accepted + Duration::from_millis(50))
+        );
     }
 
     #[tokio::test(start_paused = true)]
