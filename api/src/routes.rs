@@ -164,10 +164,17 @@ async fn answer(
     let a = parse_operand(a).ok_or(ApiError::InvalidA)?;
     let b = parse_operand(b).ok_or(ApiError::InvalidB)?;
     let result = state.balancer.compute(a, b, started).await?;
-    let mut body = String::with_capacity(32);
-    body.push_str("{\"result\":\"");
-    body.push_str(itoa::Buffer::new().format(result));
-    body.push_str("\"}");
+    const OPEN: &str = "{\"result\":\"";
+    const CLOSE: &str = "\"}";
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(result);
+    // Exactly the body's length: a full buffer becomes the response's
+    // bytes as it is, where a larger one would need a shared header made
+    // for it.
+    let mut body = String::with_capacity(OPEN.len() + digits.len() + CLOSE.len());
+    body.push_str(OPEN);
+    body.push_str(digits);
+    body.push_str(CLOSE);
     Ok(json(StatusCode::OK, body))
 }
 
