@@ -194,17 +194,22 @@ impl Http1Rejections {
     }
 
     fn saw_read(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            match byte {
-                b'\n' => {
-                    // An empty line ends a head: a request line follows.
-                    self.in_request_line = self.line_bytes == 0;
-                    self.line_bytes = 0;
-                }
-                b'\r' => {}
-                _ => self.line_bytes += 1,
-            }
-        }
+        // Only the last line feed read matters, and the line it ends: found
+        // from the end, so a whole head costs a few bytes' work, not one
+        // step per byte.
+        let not_cr = |bytes: &[u8]| bytes.iter().filter(|&&b| b != b'\r').count();
+        let Some(last) = bytes.iter().rposition(|&b| b == b'\n') else {
+            self.line_bytes += not_cr(bytes);
+            return;
+        };
+        let before = &bytes[..last];
+        let ended_line_bytes = match before.iter().rposition(|&b| b == b'\n') {
+            Some(previous) => not_cr(&before[previous + 1..]),
+            None => self.line_bytes + not_cr(before),
+        };
+        // An empty line ends a head: a request line follows.
+        self.in_request_line = ended_line_bytes == 0;
+        self.line_bytes = not_cr(&bytes[last + 1..]);
     }
 
     /// Our response for `out` if it is one of hyper's automatic rejections:
@@ -332,6 +337,44 @@ mod tests {
         assert_eq!(rejections.replacement_for(ours), None);
         let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
         assert_eq!(rejections.replacement_for(ok), None);
+    }
+
+    /// The state after any reads is what reading byte by byte gives.
+    #[test]
+    fn lines_are_tracked_across_reads_as_byte_by_byte() {
+        fn by_bytes(reads: &[&[u8]]) -> (bool, usize) {
+            let (mut in_request_line, mut line_bytes) = (true, 0);
+            for &byte in reads.concat().iter() {
+                match byte {
+                    b'\n' => {
+                        in_request_line = line_bytes == 0;
+                        line_bytes = 0;
+                    }
+                    b'\r' => {}
+                    _ => line_bytes += 1,
+                }
+            }
+            (in_request_line, line_bytes)
+        }
+        let head = b"GET /gcd/1/2 HTTP/1.1\r\nHost: x\r\n\r\nGET /a";
+        // Every way of cutting a head and the start of the next into three
+        // reads, blank lines and bare line feeds included.
+        for text in [&head[..], b"\n\n\r\nab\rc\n\r\r\nx", b"abc"] {
+            for i in 0..=text.len() {
+                for j in i..=text.len() {
+                    let reads = [&text[..i], &text[i..j], &text[j..]];
+                    let mut rejections = Http1Rejections::new();
+                    for read in reads {
+                        rejections.saw_read(read);
+                    }
+                    assert_eq!(
+                        (rejections.in_request_line, rejections.line_bytes),
+                        by_bytes(&reads),
+                        "{reads:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
