@@ -262,6 +262,9 @@ CMP_LABEL=()
 CMP_SET=()
 CMP_RPS=()
 CMP_P99=()
+# Median CPU µs per request of the front process and of gcd ("-" if none).
+CMP_FRONT=()
+CMP_GCD=()
 # cpu_cell PIDS_COUNT TOTALS USERS SYSTEMS: "-" without processes, else the
 # median CPU µs per request with the medians of its user and system parts.
 cpu_cell() {
@@ -365,6 +368,8 @@ measure_row() {
   CMP_SET+=("$binset")
   CMP_RPS+=("$rps")
   CMP_P99+=("$m99")
+  CMP_FRONT+=("${front%% *}")
+  CMP_GCD+=("${gcd%% *}")
 }
 
 # measure_sets KIND LABEL RUNNER: the scenario LABEL on every set, whose
@@ -579,11 +584,14 @@ comparison() {
     for ((o = 0; o < ${#CMP_LABEL[@]}; o++)); do
       [ "${CMP_SET[$o]}" = "$ORIGINAL_NAME" ] && [ "${CMP_LABEL[$o]}" = "${CMP_LABEL[$j]}" ] || continue
       awk -v label="${CMP_LABEL[$j]}" -v set="${CMP_SET[$j]}" \
-        -v rps="${CMP_RPS[$j]}" -v orps="${CMP_RPS[$o]}" -v p99="${CMP_P99[$j]}" -v op99="${CMP_P99[$o]}" 'BEGIN {
+        -v rps="${CMP_RPS[$j]}" -v orps="${CMP_RPS[$o]}" -v p99="${CMP_P99[$j]}" -v op99="${CMP_P99[$o]}" \
+        -v front="${CMP_FRONT[$j]}" -v ofront="${CMP_FRONT[$o]}" -v gcd="${CMP_GCD[$j]}" -v ogcd="${CMP_GCD[$o]}" '
+        function part(ours, theirs) { return theirs > 0 && ours != "-" ? sprintf("%.0f %%", 100 * ours / theirs) : "-" }
+        BEGIN {
           times = orps > 0 ? sprintf("**%.1f x**", rps / orps) : "-"
           share = op99 > 0 ? sprintf("**%.0f %%**", 100 * p99 / op99) : "-"
-          printf "| %s | %s | %.0f | %.0f | %s | %.2f | %.2f | %s |\n",
-            label, set, rps, orps, times, p99 / 1000, op99 / 1000, share }'
+          printf "| %s | %s | %.0f | %.0f | %s | %.2f | %.2f | %s | %s | %s |\n",
+            label, set, rps, orps, times, p99 / 1000, op99 / 1000, share, part(front, ofront), part(gcd, ogcd) }'
     done
   done
 }
@@ -597,14 +605,16 @@ if [ "$original" = 1 ]; then
 
 Our medians above as ratios of the original's, measured in the same runs:
 req/s as a multiple of the original's (above 1 x: more requests answered),
-p99 as a share of the original's (under 100 %: a shorter tail). The original
+p99 and CPU per request as shares of the original's (under 100 %: a
+shorter tail, less work). The shares hold still when the machine as a
+whole runs faster or slower, which moves every figure in µs. The original
 is the tutorial's Go code as the tutorial wrote it (\`bench/original\`, built
 by \`scripts/build-original.py\`: ${ORIGINAL_VERSIONS}): gin.Default(),
 which logs every request, in front of one grpc-go connection to one gcd,
 with GOMAXPROCS $ORIGINAL_THREADS.
 
-| scenario | binaries | req/s | original's req/s | x original | p99 ms | original's p99 ms | % of original's p99 |
-|---|---|---|---|---|---|---|---|
+| scenario | binaries | req/s | original's req/s | x original | p99 ms | original's p99 ms | % of original's p99 | api CPU, % of original's | gcd CPU, % of original's |
+|---|---|---|---|---|---|---|---|---|---|
 $(comparison)"
 fi
 
