@@ -115,7 +115,9 @@ pub async fn serve_with_shortcut(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut http = http1::Builder::new();
-    http.max_buf_size(limits.max_head_bytes.max(8192))
+    // The head timeout is the connection driver's (`drive`), not hyper's.
+    http.header_read_timeout(None)
+        .max_buf_size(limits.max_head_bytes.max(8192))
         .half_close(true)
         .keep_alive(true);
     accept_loop(
