@@ -232,8 +232,8 @@ impl Balancer {
 
     /// GCD of `a` and `b`, from one replica or, if it is unreachable or
     /// too slow, from one other, within the deadline counted from
-    /// `started` (when the request arrived: the clock is read once per
-    /// request where it can be).
+    /// `started`, when the request arrived (passed in rather than read
+    /// again: the clock costs every request).
     pub async fn compute(&self, a: u64, b: u64, started: Instant) -> Result<u64, UpstreamError> {
         let deadline = started + self.settings.deadline;
         let replicas = self.snapshot();
@@ -295,8 +295,8 @@ impl Balancer {
                 Ok(result)
             }
             Err(_) => Err(AttemptError::Timeout),
-            // tonic enforces the `grpc-timeout` it sent as well, and its
-            // timer may fire first, as a cancellation.
+            // gcd enforces the `grpc-timeout` it was sent as well, and its
+            // answer may come first.
             Ok(Err(_)) if Instant::now() >= deadline => Err(AttemptError::Timeout),
             Ok(Err(status)) => Err(classify(status)),
         };

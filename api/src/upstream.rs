@@ -31,10 +31,10 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use gcd_proto::{
     GcdRequest, GcdResponse,
-    framing::{self, GRPC_STATUS, PREFIX_BYTES},
+    framing::{self, GRPC_STATUS, GRPC_TIMEOUT, PREFIX_BYTES},
 };
 use h2::client::SendRequest;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Uri, header};
 use prost::Message;
 use tokio::net::TcpStream;
 use tonic::{Code, Status};
@@ -59,8 +59,6 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 const COMPUTE_PATH: &str = "/pb.GCDService/Compute";
-
-const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// The open connection to a replica, if any, with a number telling it from
 /// earlier ones.

@@ -11,6 +11,9 @@ use tonic::codegen::http::HeaderName;
 /// Named once here, not parsed from a string on every call.
 pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
+/// The header that carries a call's deadline, as the client sends it.
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
 /// The flag byte and the length before every message.
 pub const PREFIX_BYTES: usize = 5;
 

@@ -206,14 +206,17 @@ impl Activity {
     /// nothing is open: when its last request ended, or when it was
     /// accepted.
     pub fn awaiting_request_since(&self) -> Option<Instant> {
-        if !self.is_idle() {
-            return None;
-        }
-        let ms = match self.last_progress_ms.load(Ordering::Relaxed) {
+        self.is_idle()
+            .then(|| self.epoch + Duration::from_millis(self.last_seen_ms()))
+    }
+
+    /// Milliseconds after `epoch` of the connection's last progress, or of
+    /// its accept before any.
+    fn last_seen_ms(&self) -> u64 {
+        match self.last_progress_ms.load(Ordering::Relaxed) {
             Self::NEVER => self.accepted_ms,
             ms => ms,
-        };
-        Some(self.epoch + Duration::from_millis(ms))
+        }
     }
 
     /// Requests or calls in flight, long-lived streams not included.
@@ -244,8 +247,7 @@ impl Activity {
     /// connection accepted a moment ago may not have been read yet: it must
     /// not go before the ones that had their chance).
     fn eviction_rank(&self) -> (u8, u64) {
-        let last = self.last_progress_ms.load(Ordering::Relaxed);
-        let class = if last == Self::NEVER {
+        let class = if self.last_progress_ms.load(Ordering::Relaxed) == Self::NEVER {
             0
         } else if self.is_idle() {
             1
@@ -254,14 +256,7 @@ impl Activity {
         } else {
             3
         };
-        (
-            class,
-            if last == Self::NEVER {
-                self.accepted_ms
-            } else {
-                last
-            },
-        )
+        (class, self.last_seen_ms())
     }
 }
 
