@@ -42,8 +42,8 @@ pub const SOCKET_BUFFERS: SocketBuffers = SocketBuffers {
 
 /// The connection cap when no memory limit is known (outside a container).
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 4096;
-/// Below this the process would be of little use: a smaller memory limit
-/// is a configuration error.
+/// Below this the process would be of little use: a memory or open-file
+/// limit that leaves room for fewer is a configuration error.
 const MIN_CONNECTIONS: u64 = 16;
 /// File descriptors kept for everything but client connections (gcd
 /// replicas, DNS, the runtime).
@@ -59,7 +59,7 @@ pub struct Caps {
 /// Caps for `limit`: an explicit connection cap as given (an error if it
 /// does not fit), else as many connections as fit beside the fixed parts
 /// and `max_in_flight` requests, never above the default, and never more
-/// than `open_files` allows.
+/// than `open_files` allows (an error if it allows fewer than a few).
 pub fn plan(
     limit: Option<MemoryLimit>,
     connections: Option<usize>,
@@ -71,6 +71,7 @@ pub fn plan(
         connections,
         open_files,
         ops::admin::LIMITS.max_connections as u64 + RESERVED_FILES,
+        MIN_CONNECTIONS,
     )?;
 
     let mut budget = Budget::new(limit);
@@ -126,5 +127,14 @@ mod tests {
         assert!(err.to_string().contains("open-file limit"), "{err}");
         let err = plan(limit(64 * MIB), None, 65536, 1 << 20).unwrap_err();
         assert!(err.to_string().contains("at least"), "{err}");
+    }
+
+    #[test]
+    fn an_open_file_limit_below_the_floor_is_refused() {
+        let floor = ops::admin::LIMITS.max_connections as u64 + RESERVED_FILES + MIN_CONNECTIONS;
+        let caps = plan(None, None, 512, floor).unwrap();
+        assert_eq!(caps.max_connections as u64, MIN_CONNECTIONS);
+        let err = plan(None, None, 512, floor - 1).unwrap_err().to_string();
+        assert!(err.contains(&format!("at least {floor}")), "{err}");
     }
 }

@@ -38,8 +38,9 @@ pub const SOCKET_BUFFERS: SocketBuffers = SocketBuffers {
 /// Caps when no memory limit is known (outside a container).
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
 pub const DEFAULT_MAX_CALLS: u64 = 1024;
-/// Below these the process would be of little use: a smaller memory limit
-/// is a configuration error.
+/// Below these the process would be of little use: a memory limit (or, for
+/// connections, an open-file limit) that leaves room for fewer is a
+/// configuration error.
 const MIN_CONNECTIONS: u64 = 8;
 const MIN_CALLS: u64 = 64;
 /// File descriptors kept for everything but client connections.
@@ -66,7 +67,8 @@ pub struct Caps {
 /// Caps for `limit`: explicit ones as given (an error if they do not fit),
 /// the others as large as fit, calls taking half of what the fixed parts
 /// leave and connections the rest, never above the defaults, and never
-/// more connections than `open_files` allows.
+/// more connections than `open_files` allows (an error if it allows fewer
+/// than a few).
 pub fn plan(
     limit: Option<MemoryLimit>,
     connections: Option<usize>,
@@ -78,6 +80,7 @@ pub fn plan(
         connections,
         open_files,
         ops::admin::LIMITS.max_connections as u64 + RESERVED_FILES,
+        MIN_CONNECTIONS,
     )?;
 
     let mut budget = Budget::new(limit);
@@ -149,5 +152,14 @@ mod tests {
     fn the_open_file_limit_caps_derived_connections() {
         let caps = plan(None, None, None, 1024).unwrap();
         assert_eq!(caps.max_connections, 1024 - 16 - 64);
+    }
+
+    #[test]
+    fn an_open_file_limit_below_the_floor_is_refused() {
+        let floor = ops::admin::LIMITS.max_connections as u64 + RESERVED_FILES + MIN_CONNECTIONS;
+        let caps = plan(None, None, None, floor).unwrap();
+        assert_eq!(caps.max_connections as u64, MIN_CONNECTIONS);
+        let err = plan(None, None, None, floor - 1).unwrap_err().to_string();
+        assert!(err.contains(&format!("at least {floor}")), "{err}");
     }
 }

@@ -15,7 +15,9 @@
 //!   A flag that asks for more than fits is a start-up error, not an OOM
 //!   kill later.
 //!
-//! Outside a container (no limit) the caps are the binaries' defaults.
+//! Outside a container (no limit) the caps are the binaries' defaults, and
+//! the start-up line says so, and why: a kernel with its memory cgroup off
+//! (Raspberry Pi OS's default) enforces no container limit at all.
 //! The per-item sizes are measured worst cases (see `docs/memory-budget.md`,
 //! and the hostile-client tests that check them).
 
@@ -263,20 +265,77 @@ impl Budget {
             })
             .collect();
         match &self.limit {
-            Some(limit) => tracing::info!(
-                memory_limit = %limit,
-                worst_case = %mib(self.total()),
-                lines = %lines.join("; "),
-                "{process} memory budget"
-            ),
-            None => tracing::info!(
+            Some(limit) => {
+                tracing::info!(
+                    memory_limit = %limit,
+                    worst_case = %mib(self.total()),
+                    lines = %lines.join("; "),
+                    "{process} memory budget"
+                );
+                if limit.source == LimitSource::Flag && memory_controller() == MemoryController::Off
+                {
+                    tracing::warn!(
+                        "{process}: the kernel's memory cgroup is off, so nothing enforces \
+                         the memory limit but these caps (see docs/deploying.md)"
+                    );
+                }
+            }
+            None => tracing::warn!(
                 memory_limit = "none",
                 worst_case = %mib(self.total()),
                 lines = %lines.join("; "),
-                "{process} memory budget (no limit found: default caps)"
+                "{process} memory budget: no memory limit found ({}); the caps are the \
+                 defaults",
+                memory_controller().why_no_limit()
             ),
         }
     }
+}
+
+/// Whether the kernel can limit memory at all: Raspberry Pi OS, for one,
+/// boots with the memory cgroup off, and then no container limit is
+/// enforced (or found).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryController {
+    On,
+    Off,
+    /// No `/proc/cgroups`: not Linux.
+    Unknown,
+}
+
+impl MemoryController {
+    /// From the text of `/proc/cgroups`: a `memory` line whose last column
+    /// (`enabled`) is 1. A kernel built without it lists no such line.
+    pub fn from_proc_cgroups(text: &str) -> Self {
+        if text.trim().is_empty() {
+            return Self::Unknown;
+        }
+        let enabled = text.lines().any(|line| {
+            let mut columns = line.split_whitespace();
+            columns.next() == Some("memory") && columns.last() == Some("1")
+        });
+        if enabled { Self::On } else { Self::Off }
+    }
+
+    /// Why no limit was found, in words for the start-up line.
+    pub fn why_no_limit(self) -> &'static str {
+        match self {
+            Self::On => "no --memory-limit, and no cgroup memory limit on this process",
+            Self::Off => {
+                "the kernel's memory cgroup is off, so no limit is enforced; on Raspberry Pi \
+                 OS add cgroup_enable=memory cgroup_memory=1 to the kernel command line \
+                 (docs/deploying.md)"
+            }
+            Self::Unknown => "no --memory-limit, and no cgroups on this system",
+        }
+    }
+}
+
+/// This kernel's [`MemoryController`].
+pub fn memory_controller() -> MemoryController {
+    MemoryController::from_proc_cgroups(
+        &std::fs::read_to_string("/proc/cgroups").unwrap_or_default(),
+    )
 }
 
 /// A table, for `--check-config`.
@@ -301,7 +360,11 @@ impl fmt::Display for Budget {
                 "memory limit {limit}; the budget may use {USABLE_PERCENT}% of it: {}",
                 mib(usable)
             ),
-            _ => write!(f, "no memory limit: default caps"),
+            _ => write!(
+                f,
+                "no memory limit found ({}): default caps",
+                memory_controller().why_no_limit()
+            ),
         }
     }
 }
@@ -320,13 +383,16 @@ fn kib(bytes: u64) -> String {
 }
 
 /// How many client connections the open-file limit leaves room for, after
-/// `reserved` descriptors for everything else; an error if `explicit` (a
-/// cap set by the flag `flag`) asks for more.
+/// `reserved` descriptors for everything else. An error if `explicit` (a
+/// cap set by the flag `flag`) asks for more, or, with no flag, if the room
+/// is under `min`: a port with room for nobody would accept nobody while
+/// the process looked healthy.
 pub fn open_file_room(
     flag: &str,
     explicit: Option<usize>,
     open_files: u64,
     reserved: u64,
+    min: u64,
 ) -> Result<u64, ConfigError> {
     let room = open_files.saturating_sub(reserved);
     match explicit {
@@ -335,6 +401,16 @@ pub fn open_file_room(
             reason: format!(
                 "{connections} connections need more file descriptors than the open-file \
                  limit ({open_files}) leaves ({room}); raise `ulimit -n` or lower it"
+            ),
+        }),
+        None if room < min => Err(ConfigError::Invalid {
+            name: "the open-file limit".into(),
+            reason: format!(
+                "{open_files} file descriptors leave room for {room} client connections once \
+                 {reserved} are kept for the admin port and the process itself, fewer than \
+                 the {min} it needs; raise it to at least {} (`ulimit -n`, or the container \
+                 runtime's nofile limit)",
+                reserved + min
             ),
         }),
         _ => Ok(room),
@@ -422,6 +498,46 @@ mod tests {
         assert_eq!(cgroup_limit(root.path(), ""), None);
     }
 
+    #[test]
+    fn the_memory_controller_is_read_from_proc_cgroups() {
+        let on = "#subsys_name\thierarchy\tnum_cgroups\tenabled\n\
+                  cpu\t1\t55\t1\nmemory\t4\t55\t1\npids\t8\t60\t1\n";
+        assert_eq!(
+            MemoryController::from_proc_cgroups(on),
+            MemoryController::On
+        );
+        // Raspberry Pi OS without cgroup_enable=memory.
+        let off = "#subsys_name\thierarchy\tnum_cgroups\tenabled\n\
+                   cpu\t0\t70\t1\nmemory\t0\t70\t0\npids\t0\t70\t1\n";
+        assert_eq!(
+            MemoryController::from_proc_cgroups(off),
+            MemoryController::Off
+        );
+        let missing = "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t0\t70\t1\n";
+        assert_eq!(
+            MemoryController::from_proc_cgroups(missing),
+            MemoryController::Off
+        );
+        assert_eq!(
+            MemoryController::from_proc_cgroups(""),
+            MemoryController::Unknown
+        );
+        assert!(
+            MemoryController::Off
+                .why_no_limit()
+                .contains("cgroup_enable=memory")
+        );
+    }
+
+    #[test]
+    fn the_budget_says_when_no_limit_was_found() {
+        let mut budget = Budget::new(None);
+        budget.add("conns", 4, 1 << 20);
+        let table = budget.to_string();
+        assert!(table.contains("no memory limit found ("), "{table}");
+        assert!(table.ends_with("): default caps"), "{table}");
+    }
+
     fn limited(bytes: u64) -> Option<MemoryLimit> {
         Some(MemoryLimit::given(bytes))
     }
@@ -429,15 +545,44 @@ mod tests {
     #[test]
     fn explicit_connections_must_fit_the_open_file_limit() {
         assert_eq!(
-            open_file_room("--max-connections", None, 1024, 100).unwrap(),
+            open_file_room("--max-connections", None, 1024, 100, 8).unwrap(),
             924
         );
         assert_eq!(
-            open_file_room("--max-connections", Some(900), 1024, 100).unwrap(),
+            open_file_room("--max-connections", Some(900), 1024, 100, 8).unwrap(),
             924
         );
-        let err = open_file_room("--max-connections", Some(1000), 1024, 100).unwrap_err();
+        let err = open_file_room("--max-connections", Some(1000), 1024, 100, 8).unwrap_err();
         assert!(err.to_string().contains("open-file limit (1024)"), "{err}");
+    }
+
+    #[test]
+    fn an_open_file_limit_with_no_room_for_a_few_connections_is_an_error() {
+        // The floor itself is enough.
+        assert_eq!(
+            open_file_room("--max-connections", None, 108, 100, 8).unwrap(),
+            8
+        );
+        for open_files in [0, 64, 100, 107] {
+            let err = open_file_room("--max-connections", None, open_files, 100, 8)
+                .unwrap_err()
+                .to_string();
+            let room = open_files.saturating_sub(100);
+            assert_eq!(
+                err,
+                format!(
+                    "the open-file limit is invalid: {open_files} file descriptors leave room \
+                     for {room} client connections once 100 are kept for the admin port and \
+                     the process itself, fewer than the 8 it needs; raise it to at least 108 \
+                     (`ulimit -n`, or the container runtime's nofile limit)"
+                )
+            );
+        }
+        // A cap set by the flag that fits is the user's choice, floor or not.
+        assert_eq!(
+            open_file_room("--max-connections", Some(2), 103, 100, 8).unwrap(),
+            3
+        );
     }
 
     #[test]

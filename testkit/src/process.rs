@@ -39,10 +39,46 @@ pub struct Service {
     log: Arc<Mutex<String>>,
 }
 
+/// How a binary is started: as it is, or by a `sh` script that sets up
+/// its process first, the way a wrapper or an init script does.
+#[derive(Debug, Clone, Copy)]
+pub enum Launch<'a> {
+    Direct,
+    /// A `sh -c` script that ends by running the binary with its
+    /// arguments: `exec "$0" "$@"`.
+    Shell(&'a str),
+}
+
+/// A process allowed 64 file descriptors at most (soft and hard limits).
+pub const WITH_64_OPEN_FILES: Launch<'static> = Launch::Shell(r#"ulimit -n 64 && exec "$0" "$@""#);
+
+/// A process started with SIGHUP ignored, as `nohup` starts it.
+pub const NOHUP: Launch<'static> = Launch::Shell(r#"trap '' HUP && exec "$0" "$@""#);
+
+impl Launch<'_> {
+    fn command(self, name: &str) -> Command {
+        match self {
+            Self::Direct => Command::new(binary(name)),
+            Self::Shell(script) => {
+                // An absolute path: the child's environment is cleared.
+                let mut command = Command::new("/bin/sh");
+                command.arg("-c").arg(script).arg(binary(name));
+                command
+            }
+        }
+    }
+}
+
 impl Service {
     /// Starts `name` with `args` and waits for its "listening" log line.
     pub fn start(name: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(binary(name))
+        Self::launch(Launch::Direct, name, args)
+    }
+
+    /// [`Service::start`], launched as `launch` says.
+    pub fn launch(launch: Launch<'_>, name: &str, args: &[&str]) -> Self {
+        let mut child = launch
+            .command(name)
             .args(args)
             .env_clear()
             .env("RUST_LOG", "info")
@@ -154,18 +190,75 @@ impl Drop for Service {
 /// `--check-config`, bad configuration); returns its exit code and
 /// everything it printed.
 pub fn run_to_exit(name: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let output = Command::new(binary(name))
+    launch_to_exit(Launch::Direct, name, args, env)
+}
+
+/// [`run_to_exit`], launched as `launch` says.
+pub fn launch_to_exit(
+    launch: Launch<'_>,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<i32>, String) {
+    let mut child = launch
+        .command(name)
         .args(args)
         .env_clear()
         .envs(env.iter().copied())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap_or_else(|err| panic!("cannot run {name}: {err}"));
+    let read_all = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("piped stderr")));
+    // A process that should have exited but serves instead is a failure,
+    // not a test that never ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} {args:?} did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let text = format!(
         "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        stdout.join().expect("stdout reader"),
+        stderr.join().expect("stderr reader")
     );
-    (output.status.code(), text)
+    (status.code(), text)
+}
+
+/// Asserts that `name`, allowed 64 file descriptors, refuses to start or
+/// to call its configuration valid (exit 2), saying that the limit leaves
+/// room for no client connection and that it needs `floor`.
+pub fn assert_64_open_files_are_refused(name: &str, floor: u64) {
+    for args in [&[][..], &["--check-config"]] {
+        let (code, text) = launch_to_exit(WITH_64_OPEN_FILES, name, args, &[]);
+        assert_eq!(code, Some(2), "{name} {args:?}: {text}");
+        assert!(
+            text.contains(
+                "the open-file limit is invalid: 64 file descriptors leave room for 0 client \
+                 connections"
+            ),
+            "{name} {args:?}: {text}"
+        );
+        assert!(
+            text.contains(&format!("raise it to at least {floor}")),
+            "{name} {args:?}: {text}"
+        );
+    }
 }
 
 /// The value of the sample named exactly `series` (name plus labels, as

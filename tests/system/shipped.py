@@ -55,7 +55,12 @@ def binary(name: str) -> Path:
     return path
 
 
-def start(name: str, extra_env: dict[str, str] | None = None) -> Target:
+def command(
+    name: str, extra_env: dict[str, str] | None = None, open_files: int | None = None
+) -> tuple[list[str], dict[str, str], int]:
+    """The argv and env that run `name` as its Deployment does, and its
+    memory limit; with `open_files`, under that open-file limit (soft and
+    hard), as a container runtime's nofile limit sets it."""
     deployment = km.find(km.load(), "Deployment", name)
     container = km.pod_spec(deployment)["containers"][0]
     prefix = name.upper()
@@ -71,6 +76,14 @@ def start(name: str, extra_env: dict[str, str] | None = None) -> Target:
         }
     )
     env.update(extra_env or {})
-    service = Service([str(binary(name))], env=env, name=name)
+    argv = [str(binary(name))]
+    if open_files is not None:
+        argv = ["/bin/sh", "-c", f'ulimit -n {open_files} && exec "$0" "$@"', *argv]
+    return argv, env, limit
+
+
+def start(name: str, extra_env: dict[str, str] | None = None, open_files: int | None = None) -> Target:
+    argv, env, limit = command(name, extra_env, open_files)
+    service = Service(argv, env=env, name=name)
     addr, admin = service.wait_listening()
     return Target(name, service, addr, admin, limit, env)
