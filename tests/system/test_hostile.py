@@ -226,6 +226,12 @@ def test_api_answers_requests_followed_by_a_half_close(api):
 
 REJECTIONS = [
     ("a 20 KiB header", h.http1_request(extra="X-Big: " + "a" * 20_000 + "\r\n"), 431, "Request header fields too large"),
+    (
+        "more than 100 headers in a small head",
+        h.http1_request(extra="".join(f"X-{i}: a\r\n" for i in range(120))),
+        431,
+        "Request header fields too large",
+    ),
     ("a 20 KiB URI", h.http1_request("/gcd/" + "1" * 20_000 + "/2"), 414, "URI too long"),
     ("a 2 KiB URI", h.http1_request("/gcd/" + "1" * 2_000 + "/2"), 414, "URI too long"),
     ("an absolute URI with a 10 KB authority", h.http1_request("http://" + "a" * 10_000 + ".pi/gcd/12/18"), 414, "URI too long"),
@@ -245,6 +251,18 @@ def test_api_rejections_are_our_json(api, what, request_bytes, status, message):
     error = json.loads(answer.body)["error"]
     if message:
         assert error == message, answer
+
+
+def test_api_tells_an_http2_client_to_use_http_1_1(api):
+    """A client that opens with HTTP/2 (prior knowledge) reads only frames:
+    it gets HTTP/2's refusal with the reason, not a bare close."""
+    with socket.create_connection(api.addr, timeout=10) as sock:
+        sock.sendall(h.H2Frames().preface())
+        frames = list(h.read_frames(sock))
+    assert [f.type for f in frames] == [h.SETTINGS, h.GOAWAY], frames
+    goaway = frames[1]
+    assert goaway.error_code == 0xD, goaway  # HTTP_1_1_REQUIRED
+    assert goaway.additional_data == b"HTTP/2 is not served on this port: use HTTP/1.1"
 
 
 def test_api_endless_chunked_body(api, record):

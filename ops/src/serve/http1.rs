@@ -23,7 +23,8 @@
 //!   refused with a JSON 400 or 414 before any handler runs: not exactly one
 //!   `Host` (RFC 9112, section 3.2) and request targets longer than
 //!   `max_target_bytes`, whatever their form; the requests hyper refuses
-//!   itself get our JSON body too ([`GuardedIo`]);
+//!   itself get our JSON body too, and an HTTP/2 preface HTTP/2's own
+//!   refusal instead of a silent close ([`GuardedIo`]);
 //! - each request is recorded in the connection's [`Activity`], which
 //!   decides which connection gives up its place when the port is full.
 
@@ -50,6 +51,9 @@ use tokio::{net::TcpListener, time::Instant};
 use tower::{ServiceExt, util::Oneshot};
 
 use super::{Activity, InFlight, Slot, accept_loop, io::GuardedIo};
+
+/// hyper's smallest read buffer, which bounds a request head.
+pub const SMALLEST_HEAD_BUFFER: usize = 8192;
 
 /// Bounds of one HTTP/1 port.
 #[derive(Debug, Clone, Copy)]
@@ -117,7 +121,7 @@ pub async fn serve_with_shortcut(
     let mut http = http1::Builder::new();
     // The head timeout is the connection driver's (`drive`), not hyper's.
     http.header_read_timeout(None)
-        .max_buf_size(limits.max_head_bytes.max(8192))
+        .max_buf_size(limits.max_head_bytes.max(SMALLEST_HEAD_BUFFER))
         .half_close(true)
         .keep_alive(true);
     accept_loop(

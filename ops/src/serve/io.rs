@@ -10,8 +10,9 @@
 //! - **Our JSON body on hyper's own HTTP/1 rejections** ([`Http1Rejections`]).
 //!   hyper answers a request head it cannot parse or that overflows its
 //!   buffer by itself, with an empty body; our contract is a JSON error on
-//!   every response, and 414 (not 431) for a request line that alone is too
-//!   long.
+//!   every response, 414 (not 431) for a request line that alone is too
+//!   long, and HTTP/2's refusal (not a silent close) for an HTTP/2
+//!   connection preface.
 
 use std::{
     io,
@@ -100,6 +101,17 @@ impl AsyncRead for GuardedIo {
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.stream).poll_read(cx, buf))?;
         if let Some(rejections) = &mut this.rejections {
+            if rejections.first_read {
+                rejections.first_read = false;
+                if buf.filled()[before..].starts_with(HTTP2_REQUEST_LINE) {
+                    // hyper closes without a word on a whole preface;
+                    // shown no more than this, it refuses the version
+                    // with a 400, which becomes our refusal. The rest of
+                    // what the client sent is not HTTP/1 and is not kept.
+                    buf.set_filled(before + HTTP2_REQUEST_LINE.len());
+                    rejections.http2_preface = true;
+                }
+            }
             rejections.saw_read(&buf.filled()[before..]);
         }
         Poll::Ready(Ok(()))
@@ -169,20 +181,43 @@ struct Http1Rejections {
     /// buffer while this holds, the request line alone was too long: 414,
     /// not 431. (A head's body, which would break this, is never read by
     /// our handlers, and hyper closes the connection rather than parse a
-    /// head after an unread body.)
+    /// head after an unread body.) hyper also answers 431 for a whole head
+    /// with more than 100 headers, and that one ends with a blank line, so
+    /// only a long line read since counts (see [`LONG_REQUEST_LINE`]).
     in_request_line: bool,
     /// Bytes on the current line, not counting carriage returns.
     line_bytes: usize,
     /// Our response being written in place of hyper's, and how much of it
     /// is out.
     replacing: Option<(&'static [u8], usize)>,
+    /// Nothing read on the connection yet.
+    first_read: bool,
+    /// The connection opened with an HTTP/2 preface.
+    http2_preface: bool,
 }
+
+/// How an HTTP/2 connection preface starts (`PRI * HTTP/2.0`...): sent by
+/// a client that assumes the port speaks HTTP/2 (`curl
+/// --http2-prior-knowledge`, a gRPC client), in one write.
+const HTTP2_REQUEST_LINE: &[u8] = b"PRI * HTTP/2";
+
+/// A request line that overflowed hyper's buffer has at least the
+/// buffer's smallest size read since the last line feed; half of that
+/// counts as long, for a margin.
+const LONG_REQUEST_LINE: usize = crate::serve::http1::SMALLEST_HEAD_BUFFER / 2;
 
 // Our answers in place of hyper's: the same statuses, with the JSON error
 // body every other response has (lengths checked by a test).
 const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 23\r\n\r\n{\"error\":\"Bad request\"}";
 const URI_TOO_LONG: &[u8] = b"HTTP/1.1 414 URI Too Long\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 24\r\n\r\n{\"error\":\"URI too long\"}";
 const HEADERS_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 43\r\n\r\n{\"error\":\"Request header fields too large\"}";
+/// To a client that opened with HTTP/2, HTTP/2's own refusal, which it can
+/// read (an HTTP/1 answer is a malformed frame to it, and curl reports an
+/// empty reply): our settings (none), then GOAWAY with no stream processed,
+/// HTTP_1_1_REQUIRED, and the reason in words as its debug data, which
+/// `curl -v` and gRPC clients show.
+const HTTP2_REFUSED: &[u8] = b"\0\0\0\x04\0\0\0\0\0\
+    \0\0\x37\x07\0\0\0\0\0\0\0\0\0\0\0\0\x0dHTTP/2 is not served on this port: use HTTP/1.1";
 
 impl Http1Rejections {
     fn new() -> Self {
@@ -190,6 +225,8 @@ impl Http1Rejections {
             in_request_line: true,
             line_bytes: 0,
             replacing: None,
+            first_read: true,
+            http2_preface: false,
         }
     }
 
@@ -217,11 +254,15 @@ impl Http1Rejections {
     /// response our handlers write has one).
     fn replacement_for(&self, out: &[u8]) -> Option<&'static [u8]> {
         let ours = if out.starts_with(b"HTTP/1.1 400 Bad Request\r\n") {
-            BAD_REQUEST
+            if self.http2_preface {
+                HTTP2_REFUSED
+            } else {
+                BAD_REQUEST
+            }
         } else if out.starts_with(b"HTTP/1.1 414 URI Too Long\r\n") {
             URI_TOO_LONG
         } else if out.starts_with(b"HTTP/1.1 431 Request Header Fields Too Large\r\n") {
-            if self.in_request_line {
+            if self.in_request_line && self.line_bytes >= LONG_REQUEST_LINE {
                 URI_TOO_LONG
             } else {
                 HEADERS_TOO_LARGE
@@ -375,6 +416,72 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_whole_head_with_too_many_headers_is_431() {
+        let head: String = std::iter::once("GET / HTTP/1.1\r\nHost: x\r\n".to_owned())
+            .chain((0..101).map(|i| format!("X-{i}: a\r\n")))
+            .chain(std::iter::once("\r\n".to_owned()))
+            .collect();
+        let mut rejections = Http1Rejections::new();
+        rejections.saw_read(head.as_bytes());
+        assert_eq!(
+            rejections.replacement_for(HYPER_431),
+            Some(HEADERS_TOO_LARGE)
+        );
+        // With the start of a next request read behind it.
+        rejections.saw_read(b"GET /gcd/1/2 HTTP/1.1");
+        assert_eq!(
+            rejections.replacement_for(HYPER_431),
+            Some(HEADERS_TOO_LARGE)
+        );
+    }
+
+    #[test]
+    fn the_http2_refusal_is_settings_then_goaway_with_the_reason() {
+        let mut frames = Vec::new();
+        let mut rest = HTTP2_REFUSED;
+        while !rest.is_empty() {
+            let length =
+                usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+            let (frame, after) = rest.split_at(9 + length);
+            frames.push((frame[3], &frame[5..9], &frame[9..]));
+            rest = after;
+        }
+        let [settings, goaway] = frames[..] else {
+            panic!("{frames:?}");
+        };
+        assert_eq!(settings, (0x4, &[0u8; 4][..], &[][..]));
+        let (kind, stream, payload) = goaway;
+        assert_eq!((kind, stream), (0x7, &[0u8; 4][..]));
+        let (last_stream, rest) = payload.split_at(4);
+        let (error_code, debug) = rest.split_at(4);
+        assert_eq!(last_stream, [0; 4]);
+        assert_eq!(error_code, [0, 0, 0, 0xd], "HTTP_1_1_REQUIRED");
+        assert_eq!(debug, b"HTTP/2 is not served on this port: use HTTP/1.1");
+    }
+
+    #[tokio::test]
+    async fn an_http2_preface_is_refused_in_http2() {
+        let (server, mut client) = connected().await;
+        let mut io = GuardedIo::http1(server, Duration::from_secs(5));
+        client
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        let mut read = vec![0u8; 1024];
+        let n = io.read(&mut read).await.unwrap();
+        assert_eq!(&read[..n], HTTP2_REQUEST_LINE);
+        let hyper_400 = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        assert_eq!(
+            io.rejections.as_ref().unwrap().replacement_for(hyper_400),
+            Some(HTTP2_REFUSED)
+        );
+        // Only a connection's first bytes are looked at.
+        let mut rejections = Http1Rejections::new();
+        rejections.first_read = false;
+        assert_eq!(rejections.replacement_for(hyper_400), Some(BAD_REQUEST));
     }
 
     #[test]
