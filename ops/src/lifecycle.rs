@@ -12,10 +12,23 @@
 //!    process exits within a bounded drain time.
 //!
 //! A second signal during the delay skips straight to stopping.
+//!
+//! The signals that start this are SIGTERM (Kubernetes, `kill`), SIGINT
+//! (Ctrl-C) and SIGHUP: the terminal or session that started the process
+//! is gone, or a supervisor asks it to go. A process whose settings are
+//! all flags and variables has nothing to re-read on SIGHUP, and ending at
+//! once (its default action) would drop requests in flight, so it stops the
+//! same graceful way; one started under `nohup` (SIGHUP ignored) keeps
+//! ignoring it. SIGUSR1 and SIGUSR2 are ignored: they mean nothing here,
+//! and whoever sends one wants something other than losing the requests in
+//! flight, which their default action would do.
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::watch;
+use tokio::{
+    signal::unix::{Signal, SignalKind, signal},
+    sync::watch,
+};
 
 /// Where the process is in its shutdown choreography; phases only advance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -71,7 +84,7 @@ impl Lifecycle {
         let _ = rx.wait_for(|current| *current >= phase).await;
     }
 
-    /// Installs SIGTERM and SIGINT handlers now (so a signal that arrives
+    /// Installs the signal handlers now (so a signal that arrives
     /// while the caller is still starting up is not fatal) and returns a
     /// future that, on the first signal, drains for `delay`, then stops. A
     /// second signal during the delay stops at once.
@@ -122,26 +135,68 @@ impl Lifecycle {
     }
 }
 
-/// SIGTERM (Kubernetes) and SIGINT (Ctrl-C) as one stream.
+/// The stopping signals as one stream, with the ignored ones swallowed.
 struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
+    term: Signal,
+    int: Signal,
+    /// None when SIGHUP was already ignored at start-up (`nohup`).
+    hup: Option<Signal>,
+    user1: Signal,
+    user2: Signal,
 }
 
 impl Signals {
     fn new() -> std::io::Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
         Ok(Self {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: if ignored_at_start(libc::SIGHUP) {
+                None
+            } else {
+                Some(signal(SignalKind::hangup())?)
+            },
+            user1: signal(SignalKind::user_defined1())?,
+            user2: signal(SignalKind::user_defined2())?,
         })
     }
 
+    /// Resolves on the next stopping signal.
     async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+        let Self {
+            term,
+            int,
+            hup,
+            user1,
+            user2,
+        } = self;
+        let ignored = |name| tracing::info!("{name} ignored: SIGTERM, SIGINT or SIGHUP stop");
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = async {
+                    match hup {
+                        Some(hup) => hup.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => return,
+                _ = user1.recv() => ignored("SIGUSR1"),
+                _ = user2.recv() => ignored("SIGUSR2"),
+            }
         }
+    }
+}
+
+/// Whether `signal` was set to be ignored by whoever started this process
+/// (installing a handler would undo that).
+fn ignored_at_start(signal: libc::c_int) -> bool {
+    // SAFETY: with a null new action, sigaction only writes the current
+    // one into `current`, a zeroed struct on this stack frame.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == libc::SIG_IGN
     }
 }
 

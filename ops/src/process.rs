@@ -88,7 +88,8 @@ pub fn report_budget(name: &str, budget: &crate::budget::Budget) -> ExitCode {
 }
 
 /// Runs `service` on a Tokio runtime until it returns, with
-/// SIGTERM and SIGINT driving its [`Lifecycle`].
+/// SIGTERM, SIGINT and SIGHUP driving its [`Lifecycle`] (see
+/// [`Lifecycle::on_signals`]).
 pub fn run<F, Fut, E>(name: &str, process: ProcessConfig, service: F) -> ExitCode
 where
     F: FnOnce(Lifecycle) -> Fut,
