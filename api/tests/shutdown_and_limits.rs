@@ -11,7 +11,7 @@ use testkit::{
     eventually,
     fake_gcd::GatedGcd,
     http::{get, try_request},
-    process::Service,
+    process::{Launch, NOHUP, Service, WITH_64_OPEN_FILES, launch_to_exit},
 };
 
 /// Bound on how long a drained process may take to exit.
@@ -19,6 +19,17 @@ const EXIT_BOUND: Duration = Duration::from_secs(10);
 
 #[test]
 fn sigterm_finishes_in_flight_requests_and_exits_zero() {
+    a_stopping_signal_finishes_in_flight_requests_and_exits_zero("TERM");
+}
+
+/// SIGHUP (a closed terminal, a wrapper stopping its children) stops the
+/// same graceful way: the README's choice.
+#[test]
+fn sighup_finishes_in_flight_requests_and_exits_zero() {
+    a_stopping_signal_finishes_in_flight_requests_and_exits_zero("HUP");
+}
+
+fn a_stopping_signal_finishes_in_flight_requests_and_exits_zero(signal: &str) {
     let gcd = GatedGcd::start();
     let mut api = Service::api(
         &gcd.addr.to_string(),
@@ -32,7 +43,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         .collect();
     gcd.wait_for_arrivals(8);
 
-    api.signal("TERM");
+    api.signal(signal);
     eventually("/readyz to report draining", Duration::from_secs(2), || {
         try_request(api.admin_addr, "GET", "/readyz").filter(|r| r.status != 200)
     });
@@ -50,6 +61,100 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         status.success(),
         "exit status {status:?}; log:\n{}",
         api.log()
+    );
+}
+
+/// Waits until `text` has appeared `count` times in the log of `service`.
+fn log_shows(service: &Service, text: &str, count: usize) {
+    eventually(
+        &format!("{count} x {text:?} in the log"),
+        EXIT_BOUND,
+        || (service.log().matches(text).count() >= count).then_some(()),
+    );
+}
+
+#[test]
+fn sigusr1_and_sigusr2_are_ignored() {
+    let gcd = Service::gcd(None, &[]);
+    let mut api = Service::api(&gcd.addr.to_string(), &[]);
+    api.signal("USR1");
+    api.signal("USR2");
+    log_shows(&api, "SIGUSR1 ignored", 1);
+    log_shows(&api, "SIGUSR2 ignored", 1);
+    assert_eq!(get(api.admin_addr, "/readyz").status, 200);
+    assert_eq!(get(api.addr, "/gcd/12/18").body, r#"{"result":"6"}"#);
+    api.signal("TERM");
+    assert!(api.wait_exit(EXIT_BOUND).success(), "{}", api.log());
+}
+
+#[test]
+fn sighup_stays_ignored_under_nohup() {
+    let gcd = Service::gcd(None, &[]);
+    let api = Service::launch(
+        NOHUP,
+        "api",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--gcd",
+            &gcd.addr.to_string(),
+        ],
+    );
+    api.signal("HUP");
+    // Had SIGHUP been caught, its line would precede the second of these
+    // in the log: one thread handles every signal, in order.
+    api.signal("USR1");
+    log_shows(&api, "SIGUSR1 ignored", 1);
+    api.signal("USR1");
+    log_shows(&api, "SIGUSR1 ignored", 2);
+    assert!(!api.log().contains("shutdown signal"), "{}", api.log());
+    assert_eq!(get(api.admin_addr, "/readyz").status, 200);
+}
+
+#[test]
+fn an_open_file_limit_with_no_room_for_clients_is_a_start_up_error() {
+    // 16 admin connections, 128 descriptors for replicas and the process:
+    // 16 client connections need 160.
+    testkit::process::assert_64_open_files_are_refused("api", 160);
+    let (code, text) = launch_to_exit(WITH_64_OPEN_FILES, "api", &["--max-connections", "8"], &[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("--max-connections (API_MAX_CONNECTIONS) is invalid"),
+        "{text}"
+    );
+    let at_the_floor = Launch::Shell(r#"ulimit -n 160 && exec "$0" "$@""#);
+    let (code, text) = launch_to_exit(at_the_floor, "api", &["--check-config"], &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("| public connections (with kernel socket buffers) | 16 |"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_start_up_line_says_where_the_memory_limit_came_from() {
+    let gcd = Service::gcd(None, &[]);
+    let api = Service::api(&gcd.addr.to_string(), &[]);
+    let log = api.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("memory budget"))
+        .unwrap_or(&log);
+    // These tests may run in a container with a limit; elsewhere, none.
+    if !line.contains("(from /sys/fs/cgroup/") {
+        assert!(line.contains("no memory limit found ("), "{line}");
+        assert!(line.contains("the caps are the defaults"), "{line}");
+        let (code, text) = testkit::process::run_to_exit("api", &["--check-config"], &[]);
+        assert_eq!(code, Some(0), "{text}");
+        assert!(text.contains("no memory limit found ("), "{text}");
+    }
+    let api = Service::api(&gcd.addr.to_string(), &["--memory-limit", "64Mi"]);
+    let log = api.log();
+    assert!(
+        log.contains("memory_limit=64.0 MiB (from the flag)"),
+        "{log}"
     );
 }
 
@@ -208,6 +313,11 @@ fn hypers_own_rejections_carry_our_json() {
         "GET /gcd/1/2 HTTP/1.1\r\nHost: pi\r\nX-Big: {}\r\n\r\n",
         "a".repeat(20_000)
     );
+    // More headers than hyper parses, in a head far under 16 KiB.
+    let many_headers: String = std::iter::once("GET /gcd/1/2 HTTP/1.1\r\nHost: pi\r\n".to_owned())
+        .chain((0..120).map(|i| format!("X-{i}: a\r\n")))
+        .chain(std::iter::once("\r\n".to_owned()))
+        .collect();
     let long_line = format!(
         "GET /gcd/{}/2 HTTP/1.1\r\nHost: pi\r\n\r\n",
         "1".repeat(20_000)
@@ -219,6 +329,11 @@ fn hypers_own_rejections_carry_our_json() {
             r#"{"error":"Request header fields too large"}"#,
         ),
         (long_line.as_bytes(), "414", r#"{"error":"URI too long"}"#),
+        (
+            many_headers.as_bytes(),
+            "431",
+            r#"{"error":"Request header fields too large"}"#,
+        ),
         (
             b"GET /gcd/1/2 HTTP/1.1 x\r\nHost: pi\r\n\r\n".as_slice(),
             "400",
@@ -241,6 +356,20 @@ fn hypers_own_rejections_carry_our_json() {
         );
         assert!(answer.ends_with(body), "{answer}");
     }
+}
+
+/// A client that opens with HTTP/2 reads frames only: it gets HTTP/2's own
+/// refusal (GOAWAY, HTTP_1_1_REQUIRED) with the reason in words.
+#[test]
+fn an_http2_client_is_told_to_use_http_1_1() {
+    let gcd = Service::gcd(None, &[]);
+    let api = Service::api(&gcd.addr.to_string(), &[]);
+    let preface_and_settings = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    let answer = exchange(api.addr, preface_and_settings, false);
+    // Our SETTINGS, then GOAWAY: last stream 0, error 13, the reason.
+    let expected = "\0\0\0\x04\0\0\0\0\0\0\0\x37\x07\0\0\0\0\0\0\0\0\0\0\0\0\x0d\
+                    HTTP/2 is not served on this port: use HTTP/1.1";
+    assert_eq!(answer, expected);
 }
 
 #[test]

@@ -429,7 +429,41 @@ fn bad_configuration_exits_2_with_a_clear_message() {
 }
 
 #[test]
+fn an_open_file_limit_with_no_room_for_clients_is_a_start_up_error() {
+    // 16 admin connections and 64 descriptors for the process: 8 client
+    // connections need 88.
+    testkit::process::assert_64_open_files_are_refused("gcd", 88);
+}
+
+#[test]
+fn sigusr1_is_ignored() {
+    let mut gcd = Service::gcd(None, &[]);
+    gcd.signal("USR1");
+    testkit::eventually("the signal to be logged", Duration::from_secs(10), || {
+        gcd.log().contains("SIGUSR1 ignored").then_some(())
+    });
+    assert_eq!(get(gcd.admin_addr, "/readyz").status, 200);
+    runtime()
+        .block_on(async { assert_eq!(compute(&channel(&gcd).await, 12, 18).await.unwrap(), 6) });
+    gcd.signal("TERM");
+    assert!(
+        gcd.wait_exit(Duration::from_secs(10)).success(),
+        "{}",
+        gcd.log()
+    );
+}
+
+#[test]
 fn sigterm_drains_then_exits_zero() {
+    a_stopping_signal_drains_then_exits_zero("TERM");
+}
+
+#[test]
+fn sighup_drains_then_exits_zero() {
+    a_stopping_signal_drains_then_exits_zero("HUP");
+}
+
+fn a_stopping_signal_drains_then_exits_zero(signal: &str) {
     // A long delay that the second signal cuts short: the test observes
     // the draining phase without racing a timer.
     let mut gcd = Service::gcd(None, &["--shutdown-delay-ms", "60000"]);
@@ -437,7 +471,7 @@ fn sigterm_drains_then_exits_zero() {
         let channel = channel(&gcd).await;
         assert_eq!(compute(&channel, 12, 18).await.unwrap(), 6);
 
-        gcd.signal("TERM");
+        gcd.signal(signal);
         let not_serving = ServingStatus::NotServing as i32;
         let mut polls = 0;
         while health(&channel, "").await.unwrap() != not_serving {
@@ -462,7 +496,7 @@ fn sigterm_drains_then_exits_zero() {
         assert_eq!(get(gcd.admin_addr, "/readyz").status, 503);
     });
 
-    gcd.signal("TERM");
+    gcd.signal(signal);
     let status = gcd.wait_exit(Duration::from_secs(10));
     assert!(
         status.success(),
