@@ -6,9 +6,10 @@
 //!   gRPC hop behind it, to show how fast this machine can go at all.
 //! - `startup-probe`: time from exec to the first successful request.
 //!
-//! `scripts/bench.sh` drives all three and writes `results/bench.md`.
+//! `scripts/bench.py` (behind `scripts/bench.sh`) drives all three and
+//! writes `results/bench.md`.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 /// Latency samples in microseconds, summarised by nearest-rank percentiles.
 #[derive(Debug, Default, Clone)]
@@ -79,15 +80,6 @@ impl Summary {
     }
 }
 
-/// The listening address from a service's start log line, which reads
-/// `... addr=127.0.0.1:3000 admin_addr=...`.
-pub fn listen_addr(log_line: &str) -> Option<SocketAddr> {
-    log_line
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("addr="))
-        .and_then(|addr| addr.parse().ok())
-}
-
 /// Median of `values` (the mean of the middle two for an even count);
 /// `None` when empty.
 pub fn median(values: &mut [f64]) -> Option<f64> {
@@ -127,15 +119,6 @@ mod tests {
         let summary = Latencies::default().summarise();
         assert_eq!(summary.percentile(99.0), 0);
         assert_eq!(summary.max(), 0);
-    }
-
-    #[test]
-    fn listen_addr_skips_admin_addr() {
-        let line = "2025-01-01T00:00:00Z  INFO gcd::server: gcd listening \
-                    addr=127.0.0.1:40001 admin_addr=127.0.0.1:40002";
-        assert_eq!(listen_addr(line), Some(([127, 0, 0, 1], 40001).into()));
-        assert_eq!(listen_addr("admin_addr=127.0.0.1:1"), None);
-        assert_eq!(listen_addr("no address here"), None);
     }
 
     #[test]

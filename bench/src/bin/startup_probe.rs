@@ -1,33 +1,40 @@
 //! `startup-probe`: time from exec to the first successful request.
 //!
-//! Runs the given command (a gcd or api started with `--listen
-//! 127.0.0.1:0`), reads the listening address from its start log line, and
-//! retries one request (a gRPC `Compute` or an HTTP `GET /gcd/12/18`) until
-//! it succeeds. Repeats `--runs` times and prints the medians; the last line
+//! Runs the given command (a gcd or api, ours or another build of the same
+//! contract) at an address it was told through its environment
+//! (`GCD_LISTEN`, `API_LISTEN`), which the probe inherits and passes on.
+//! Nothing is read from the command's output, so a build that prints
+//! nothing is timed as well: the probe connects to `--addr` and retries one
+//! request (a gRPC `Compute` or an HTTP `GET /gcd/12/18`) until it
+//! succeeds. Repeats `--runs` times and prints the medians; the last line
 //! is `key=value` pairs for scripts.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    process::{Command, ExitCode, Stdio},
-    sync::mpsc,
+    process::{Child, Command, ExitCode, Stdio},
     time::{Duration, Instant},
 };
 
 use argh::FromArgs;
 use gcd_proto::{GcdRequest, gcd_service_client::GcdServiceClient};
-use loadgen::{listen_addr, median};
+use loadgen::median;
 use tonic::transport::Endpoint;
 
 /// Measures start-up time: from exec of COMMAND to its first successful
-/// request. COMMAND must log its address as addr=HOST:PORT on stdout (gcd
-/// and api do). Example: startup-probe --protocol grpc -- target/release/gcd
-/// --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0
+/// request at --addr. COMMAND takes that address from the environment, set
+/// by the caller. Example: GCD_LISTEN=127.0.0.1:3100
+/// GCD_ADMIN_LISTEN=127.0.0.1:3101 startup-probe --protocol grpc --addr
+/// 127.0.0.1:3100 -- target/release/gcd
 #[derive(FromArgs, Debug)]
 struct Args {
     /// what to ask: grpc (a Compute call) or http (GET /gcd/12/18) [default grpc]
     #[argh(option, default = "String::from(\"grpc\")")]
     protocol: String,
+
+    /// the address COMMAND listens on, as its environment tells it
+    #[argh(option)]
+    addr: SocketAddr,
 
     /// how many times to start the command [default 5]
     #[argh(option, default = "5")]
@@ -81,7 +88,7 @@ fn main() -> ExitCode {
     let mut listening = Vec::with_capacity(args.runs);
     let mut first_ok = Vec::with_capacity(args.runs);
     for run in 1..=args.runs {
-        match start_once(&args.command, protocol, timeout, &runtime) {
+        match start_once(&args.command, args.addr, protocol, timeout, &runtime) {
             Ok(timing) => {
                 let (l, f) = (millis(timing.listening), millis(timing.first_ok));
                 println!("run {run}: listening after {l:.2} ms, first success after {f:.2} ms");
@@ -109,6 +116,7 @@ fn millis(duration: Duration) -> f64 {
 
 fn start_once(
     command: &[String],
+    addr: SocketAddr,
     protocol: Protocol,
     timeout: Duration,
     runtime: &tokio::runtime::Runtime,
@@ -117,55 +125,55 @@ fn start_once(
     let mut child = Command::new(&command[0])
         .args(&command[1..])
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|err| format!("cannot start {}: {err}", command[0]))?;
-    let stdout = child.stdout.take();
-    let (found, address) = mpsc::channel();
-    // Reads the whole log so the child never blocks on a full pipe.
-    let reader = std::thread::spawn(move || {
-        let Some(stdout) = stdout else { return };
-        let mut found = Some(found);
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(addr) = listen_addr(&line)
-                && let Some(found) = found.take()
-            {
-                let _ = found.send((addr, started.elapsed()));
-            }
-        }
-    });
+    let result = first_success(&mut child, addr, protocol, started + timeout, runtime);
+    let _ = child.kill();
+    let _ = child.wait();
+    result.map(|listening| Timing {
+        listening: listening - started,
+        first_ok: started.elapsed(),
+    })
+}
 
-    let result = (|| {
-        let (addr, listening) = address
-            .recv_timeout(timeout)
-            .map_err(|_| format!("no addr= log line within {timeout:?}"))?;
-        let deadline = started + timeout;
-        loop {
+/// Polls `addr` until a connection opens (returned: when it first did)
+/// and then a request succeeds; an error once `child` exits or the
+/// deadline passes.
+fn first_success(
+    child: &mut Child,
+    addr: SocketAddr,
+    protocol: Protocol,
+    deadline: Instant,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Instant, String> {
+    let mut listening = None;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "the command exited ({status}) before answering at {addr}"
+            ));
+        }
+        if listening.is_none()
+            && TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+        {
+            listening = Some(Instant::now());
+        }
+        if let Some(listening) = listening {
             let ok = match protocol {
                 Protocol::Http => http_ok(addr),
                 Protocol::Grpc => runtime.block_on(grpc_ok(addr)),
             };
             if ok {
-                return Ok(Timing {
-                    listening,
-                    first_ok: started.elapsed(),
-                });
+                return Ok(listening);
             }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "no successful request to {addr} within {timeout:?}"
-                ));
-            }
-            std::thread::sleep(Duration::from_micros(200));
         }
-    })();
-
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = reader.join();
-    result
+        if Instant::now() >= deadline {
+            return Err(format!("no successful request to {addr} in time"));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
 }
 
 /// One `GET /gcd/12/18` on a fresh connection; true on a 200 with the
