@@ -1,4 +1,4 @@
--- wrk's summary as one key=value line, for scripts/bench.sh and
+-- wrk's summary as one key=value line, for scripts/bench.py and
 -- scripts/soak.py: wrk -s bench/wrk-report.lua ...
 done = function(summary, latency, requests)
   local e = summary.errors

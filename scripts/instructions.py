@@ -4,10 +4,14 @@ valgrind's callgrind: the same binaries, inputs and load give the same
 count, whatever else the machine is doing, so before/after comparisons hold
 where req/s and CPU time swing with the machine's load.
 
-For each binary set: gcd and api run under callgrind on 127.0.0.1, a warm-up
-passes, counters are zeroed, wrk -t1 -c8 sends GET /gcd/12/18 for
---seconds, counters are dumped, and each process's instruction total is
-divided by the requests wrk completed.
+For each binary set: gcd and api run under callgrind on 127.0.0.1, driven
+through their environment as scripts/bench.py drives them (so another
+build of the same contract is counted too), a warm-up passes, counters are
+zeroed, wrk -t1 -c8 sends GET /gcd/12/18 for --seconds, counters are
+dumped, and each process's instruction total is divided by the requests
+wrk completed. A set that does not run under callgrind gets a row saying
+why. The environment is passed on: a runtime that needs a setting to run
+under valgrind takes it from there.
 
 Usage: scripts/instructions.py --bin DIR[:NAME] [--bin DIR[:NAME] ...]
                                [--seconds S] [--out FILE]
@@ -23,32 +27,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
+from loopback import Processes, StartError, api_env, gcd_env, http_answers, loopback, parse_set
 
-def start(argv: list[str], out: Path) -> tuple[subprocess.Popen, dict[str, str]]:
-    """Starts a binary under callgrind and waits for its listening line."""
-    proc = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        # GODEBUG: the Go runtime's preemption signals abort callgrind, so the
-        # original Go implementation (bench.sh --original) runs without them.
-        env={"RUST_LOG": "info", "PATH": "/usr/bin:/bin", "GODEBUG": "asyncpreemptoff=1"},
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 120
-    for line in proc.stdout:
-        fields = dict(re.findall(r"\b(addr|admin_addr)=(\S+)", line))
-        if "addr" in fields and "admin_addr" in fields:
-            return proc, fields
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise SystemExit(f"{argv[0]} did not start under valgrind")
+# Under valgrind a process starts and answers its first requests slowly.
+START_DEADLINE_S = 120.0
+# Slow under valgrind: more time for our api's first connection and calls
+# (another build ignores these).
+SLOW_START_ENV = {"API_CONNECT_TIMEOUT_MS": "5000", "API_DEADLINE_MS": "10000"}
+
+
+def under_callgrind(binary: Path, out: Path) -> list[str]:
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(binary)]
 
 
 def callgrind(pid: int, command: str) -> None:
@@ -69,24 +61,19 @@ def total_instructions(dump_prefix: Path) -> int:
 def measure(directory: Path, seconds: int) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        gcd, gcd_addrs = start(
-            [str(directory / "gcd"), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
-            tmp_path / "gcd.out",
-        )
-        api, api_addrs = start(
-            [
-                str(directory / "api"),
-                "--listen", "127.0.0.1:0",
-                "--admin-listen", "127.0.0.1:0",
-                "--gcd", gcd_addrs["addr"],
-                # Slow under valgrind: more time for the first connection.
-                "--connect-timeout-ms", "5000",
-                "--deadline-ms", "10000",
-            ],
-            tmp_path / "api.out",
-        )
-        url = f"http://{api_addrs['addr']}/gcd/12/18"
+        processes = Processes(tmp_path)
         try:
+            gcd_addr = loopback()
+            gcd = processes.start(under_callgrind(directory / "gcd", tmp_path / "gcd.out"),
+                                  gcd_env(gcd_addr, loopback()), name=str(directory / "gcd"))
+            # gcd's first answer is proven by the api's below.
+            processes.wait_ready(gcd, gcd_addr, lambda: True, START_DEADLINE_S)
+            api_addr = loopback()
+            url = f"http://{api_addr}/gcd/12/18"
+            api = processes.start(under_callgrind(directory / "api", tmp_path / "api.out"),
+                                  api_env(api_addr, loopback(), [gcd_addr], SLOW_START_ENV),
+                                  name=str(directory / "api"))
+            processes.wait_ready(api, api_addr, lambda: http_answers(url, timeout=30), START_DEADLINE_S)
             for _ in range(200):  # warm-up: connections, buffers, caches
                 urllib.request.urlopen(url, timeout=30).read()
             for proc in (gcd, api):
@@ -95,7 +82,8 @@ def measure(directory: Path, seconds: int) -> tuple[float, float, int]:
                 ["wrk", "-t1", "-c8", f"-d{seconds}s", url], capture_output=True, text=True, timeout=seconds + 60
             )
             match = re.search(r"(\d+) requests in", result.stdout)
-            assert match, result.stdout + result.stderr
+            if not match:
+                raise StartError(f"no request count from wrk: {result.stdout + result.stderr}")
             requests = int(match.group(1))
             for proc in (gcd, api):
                 callgrind(proc.pid, "--dump")
@@ -105,9 +93,7 @@ def measure(directory: Path, seconds: int) -> tuple[float, float, int]:
                 requests,
             )
         finally:
-            for proc in (api, gcd):
-                proc.kill()
-                proc.wait()
+            processes.stop_all()
 
 
 def main() -> int:
@@ -122,9 +108,13 @@ def main() -> int:
 
     rows = ["| binaries | api instructions/request | gcd instructions/request | requests measured |", "|---|---:|---:|---:|"]
     for spec in args.bin:
-        directory, _, name = spec.partition(":")
-        api, gcd, requests = measure(Path(directory), args.seconds)
-        rows.append(f"| {name or directory} | {api:,.0f} | {gcd:,.0f} | {requests} |")
+        directory, name = parse_set(spec)
+        try:
+            api, gcd, requests = measure(directory, args.seconds)
+            rows.append(f"| {name} | {api:,.0f} | {gcd:,.0f} | {requests} |")
+        except (StartError, OSError, subprocess.SubprocessError, AssertionError) as err:
+            reason = str(err).splitlines()[0].replace("|", "/")
+            rows.append(f"| {name} | n/a | n/a | not measured: {reason} |")
         print(rows[-1], file=sys.stderr)
     table = "\n".join(rows) + "\n"
     print(table)
