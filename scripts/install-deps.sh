@@ -16,7 +16,7 @@ APT_PACKAGES=(
   wrk # scripts/bench.sh
   podman runc netavark aardvark-dns iptables # tests/system/test_topology.py
   # grpc-go test peers, built in GOPATH mode (tests/system/test_interop.py)
-  golang-go golang-google-grpc-dev golang-goprotobuf-dev golang-google-protobuf-dev golang-github-gin-gonic-gin-dev # gin: scripts/bench.sh --original
+  golang-go golang-google-grpc-dev golang-goprotobuf-dev golang-google-protobuf-dev
 )
 
 as_root() {
