@@ -61,8 +61,13 @@ def test_a_quick_bench_against_another_build_writes_every_section(tmp_path):
             if cpu != "-":
                 assert 30 <= number(cpu) <= 300, f"CPU share far from 100 %: {row}"
 
+    memory = {tuple(cells(line)[:3]) for line in lines[lines.index("## Memory"):lines.index("## Start-up")]
+              if line.startswith("| ") and cells(line)[0] in SCENARIOS}
+    expected = {(scenario, name, process) for scenario in SCENARIOS[:2] for name in SETS
+                for process in ("api", "gcd (first)")}
+    expected |= {(SCENARIOS[2], name, "gcd") for name in SETS}
+    assert memory == expected, memory
+    startup = {cells(line)[0]: cells(line)[1:] for line in lines[lines.index("## Start-up"):] if line.startswith("| ")}
     for name in SETS:
-        assert any(line.startswith(f"| {name} | ") and "n/a" not in line for line in
-                   lines[lines.index("## Start-up"):]), f"no start-up figures for {name}"
-        assert sum(f"| {name} | " in line for line in lines[lines.index("## Memory"):lines.index("## Start-up")]) == 5
+        assert all(ms != "n/a" and float(ms) > 0 for ms in startup[name]), f"no start-up figures for {name}: {startup}"
     assert "| compared against | musl: " in text
