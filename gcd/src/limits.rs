@@ -25,7 +25,8 @@ pub const BASELINE: u64 = 6 * MIB;
 pub const CONNECTION: u64 = 96 * KIB;
 /// One call at its worst: request headers up to the header-list limit
 /// sent as literals, tonic's decode buffer, a message, its task and its
-/// response (measured: 28 KiB for a reflection stream).
+/// response, which the call holds until h2 has written it (measured: 28 KiB
+/// for a reflection stream).
 pub const CALL: u64 = 32 * KIB;
 
 /// Kernel buffers of each gRPC connection: plenty for the api's small

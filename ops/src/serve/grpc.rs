@@ -26,9 +26,16 @@
 //!   methods listed as long-lived (health `Watch`), whose request must
 //!   still arrive in time. A call that runs out of our time means a client
 //!   that stalled it (our handlers answer in microseconds): its connection
-//!   is dropped. So is a connection whose open calls see none of them end
-//!   for longer than that, which catches a client that stops granting
-//!   flow-control window for our answers.
+//!   is dropped.
+//! - **answers not yet sent**: a call ends, and gives its place back, only
+//!   when h2 has written its whole answer ([`AnswerBytes`]), so answer
+//!   bytes a client does not take count against the same places as calls.
+//!   A connection may have [`MAX_UNSENT_ANSWERS_PER_CONNECTION`] answers
+//!   waiting to be written; its further calls are refused. A connection
+//!   whose open calls see none of them end (answers written included) for
+//!   longer than the call and write timeouts is dropped: a client that
+//!   stops granting flow-control window for our answers is stalled, not
+//!   idle, however well it answers PINGs.
 //! - **bytes**: flow-control windows ([`STREAM_WINDOW`],
 //!   [`CONNECTION_WINDOW`]) bound what a client may send before we read it,
 //!   [`MAX_FRAME_BYTES`] and [`MAX_HEADER_LIST_BYTES`] what one frame or
@@ -62,7 +69,7 @@ use std::{
 };
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use h2::{
     Ping, PingPong, Reason, RecvStream, SendStream,
     server::{Connection, SendResponse},
@@ -96,6 +103,12 @@ pub const MAX_WAITING_CALLS: usize = 16;
 /// Calls every connection may have open without taking one of the port's
 /// shared places: a client's own share, which no other client can take.
 pub const RESERVED_CALLS_PER_CONNECTION: usize = 2;
+
+/// Answers a connection may have waiting in h2 to be written (for the
+/// client's window, or for the socket) before its new calls are refused.
+/// A client that reads has at most the answers to one batch of calls
+/// ([`BATCH`]) waiting, for the moment until h2 next writes.
+pub const MAX_UNSENT_ANSWERS_PER_CONNECTION: usize = 2 * BATCH;
 
 /// Bounds of one gRPC port.
 #[derive(Debug, Clone, Copy)]
@@ -208,9 +221,9 @@ struct Port {
     http2: h2::server::Builder,
 }
 
-/// How far past the call timeout a connection's calls may go without any
-/// progress before the connection is dropped: the calls' own deadlines
-/// fire first.
+/// How far past the call and write timeouts a connection's calls may go
+/// without any progress before the connection is dropped: the calls' own
+/// deadlines and the write timeout fire first.
 const STALL_MARGIN: Duration = Duration::from_secs(1);
 
 /// Runs one connection until it ends, closing it when it has been silent,
@@ -236,7 +249,7 @@ where
         () = &mut evicted => return tracing::debug!("connection evicted before its handshake"),
         () = &mut stopping => return,
         () = &mut check => return tracing::debug!("no handshake within the handshake timeout; dropped"),
-        handshake = port.http2.handshake::<_, Bytes>(io) => match handshake {
+        handshake = port.http2.handshake::<_, AnswerBytes>(io) => match handshake {
             Ok(connection) => connection,
             Err(err) => return tracing::debug!(error = %err, "HTTP/2 handshake failed"),
         },
@@ -326,10 +339,13 @@ fn next_check(activity: &Activity, limits: &Limits) -> Check {
     };
     let now = Instant::now();
     if activity.in_flight() > 0 {
-        // Calls end within the call timeout; a connection that has had
-        // calls in flight for longer without any of them ending is one
-        // whose client stopped sending, or stopped granting us window.
-        let stalled_at = last_progress + limits.call_timeout + STALL_MARGIN;
+        // Calls end within the call timeout, and their answers leave within
+        // the write timeout of a client that reads; a connection that has
+        // had calls in flight for longer without any of them ending (their
+        // answers written) is one whose client stopped sending, or stopped
+        // granting us window.
+        let stalled_at =
+            last_progress + limits.call_timeout.max(limits.write_timeout) + STALL_MARGIN;
         if now >= stalled_at {
             return Check::Drop("calls made no progress");
         }
@@ -350,7 +366,7 @@ fn log_end(result: Result<(), h2::Error>) {
 }
 
 /// A request and the handle to answer it, as h2 hands them over.
-type Accepted = (Request<RecvStream>, SendResponse<Bytes>);
+type Accepted = (Request<RecvStream>, SendResponse<AnswerBytes>);
 
 /// Calls started at a time, whose answers leave in one write.
 const BATCH: usize = 16;
@@ -358,7 +374,7 @@ const BATCH: usize = 16;
 /// One connection's calls: accepts them, admits them to a place, and
 /// answers them.
 struct Calls<S, B> {
-    connection: Connection<GuardedIo, Bytes>,
+    connection: Connection<GuardedIo, AnswerBytes>,
     service: S,
     port: Arc<Port>,
     activity: Arc<Activity>,
@@ -410,7 +426,7 @@ where
     fn start(
         &mut self,
         request: Request<RecvStream>,
-        mut respond: SendResponse<Bytes>,
+        mut respond: SendResponse<AnswerBytes>,
         cx: &mut Context<'_>,
     ) {
         if !is_grpc(request.headers()) {
@@ -427,6 +443,9 @@ where
             ours,
             timer: None,
         };
+        if self.activity.unsent() >= MAX_UNSENT_ANSWERS_PER_CONNECTION {
+            return refuse(respond);
+        }
         let long_lived = limits.long_lived_methods.contains(&request.uri().path());
         let request = request.map(RequestBody::new);
         // Calls start from this task, one at a time, so the count cannot
@@ -447,7 +466,7 @@ where
     fn queue(
         &mut self,
         request: Request<RequestBody>,
-        respond: SendResponse<Bytes>,
+        respond: SendResponse<AnswerBytes>,
         deadline: Deadline,
         long_lived: bool,
     ) {
@@ -484,7 +503,7 @@ where
     fn run(
         &mut self,
         request: Request<RequestBody>,
-        respond: SendResponse<Bytes>,
+        respond: SendResponse<AnswerBytes>,
         deadline: Deadline,
         in_flight: InFlight,
         long_lived: bool,
@@ -508,7 +527,7 @@ where
 
 /// Answers a call that found no place: `RESOURCE_EXHAUSTED`, which the
 /// client may retry.
-fn refuse(mut respond: SendResponse<Bytes>) {
+fn refuse(mut respond: SendResponse<AnswerBytes>) {
     let _ = respond.send_response(
         status_head(RESOURCE_EXHAUSTED, "too many calls in flight, try again"),
         true,
@@ -554,6 +573,9 @@ enum Waited<B> {
 /// What a call's wait for the next frame of its answer ended with.
 enum Next {
     Frame(Frame<Bytes>),
+    /// The body has nothing more for now, or we have handed h2 as much as
+    /// it may queue: the data frame read last goes out before we wait.
+    HandOver,
     End,
     Failed,
     /// The client reset the stream, or the connection is gone.
@@ -563,11 +585,12 @@ enum Next {
 
 /// Answers one call: waits for the service's answer, then sends it under
 /// flow control, all within the call's deadline (the answer of a long-lived
-/// stream excepted). The call's place is held until the answer has been
-/// handed to h2 whole, or abandoned.
+/// stream excepted). The call's place is held until h2 has written the
+/// whole answer, or the answer is abandoned: the last data frame carries it
+/// ([`AnswerBytes`]).
 async fn answer<F, B>(
     call: F,
-    mut respond: SendResponse<Bytes>,
+    mut respond: SendResponse<AnswerBytes>,
     mut deadline: Deadline,
     mut in_flight: InFlight,
     long_lived: bool,
@@ -607,14 +630,21 @@ async fn answer<F, B>(
     if long_lived {
         in_flight.settle_long_lived();
     }
-    // Data handed to h2 for this stream so far. Small answers (every unary
-    // one) go out without asking for window; past SEND_BUFFER_BYTES, each
-    // further frame waits until the client has taken what is queued, so a
-    // client that does not read holds at most that and one frame.
+    // Data read from the body so far. Small answers (every unary one) go
+    // out without asking for window; past SEND_BUFFER_BYTES, each further
+    // frame waits until the client has taken what is queued, so a client
+    // that does not read holds at most that and one frame.
     let mut sent = 0;
+    // The data frame read last, held back while the body has more at once:
+    // if the body ends right after it, it is the answer's last frame, which
+    // carries the call's place.
+    let mut last: Option<Bytes> = None;
     loop {
         let next = poll_fn(|cx| {
             if sent >= SEND_BUFFER_BYTES {
+                if last.is_some() {
+                    return Poll::Ready(Next::HandOver);
+                }
                 send.reserve_capacity(1);
                 while send.capacity() == 0 {
                     match send.poll_capacity(cx) {
@@ -634,6 +664,7 @@ async fn answer<F, B>(
                 Poll::Ready(Some(Ok(frame))) => Poll::Ready(Next::Frame(frame)),
                 Poll::Ready(Some(Err(_))) => Poll::Ready(Next::Failed),
                 Poll::Ready(None) => Poll::Ready(Next::End),
+                Poll::Pending if last.is_some() => Poll::Ready(Next::HandOver),
                 Poll::Pending => abandoned(&mut send, (!long_lived).then_some(&mut deadline), cx),
             }
         })
@@ -642,19 +673,30 @@ async fn answer<F, B>(
             Next::Frame(frame) => match frame.into_data() {
                 Ok(data) => {
                     sent += data.len();
-                    if send.send_data(data, false).is_err() {
+                    if let Some(earlier) = last.replace(data)
+                        && send.send_data(AnswerBytes::from(earlier), false).is_err()
+                    {
                         return;
                     }
                 }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
-                        let _ = send.send_trailers(trailers);
+                        if finish(&mut send, last, sent, in_flight, false).is_ok() {
+                            let _ = send.send_trailers(trailers);
+                        }
                         return;
                     }
                 }
             },
+            Next::HandOver => {
+                if let Some(data) = last.take()
+                    && send.send_data(AnswerBytes::from(data), false).is_err()
+                {
+                    return;
+                }
+            }
             Next::End => {
-                let _ = send.send_data(Bytes::new(), true);
+                let _ = finish(&mut send, last, sent, in_flight, true);
                 return;
             }
             Next::Failed => return send.send_reset(Reason::INTERNAL_ERROR),
@@ -664,10 +706,66 @@ async fn answer<F, B>(
                 let mut trailers = HeaderMap::with_capacity(2);
                 trailers.insert("grpc-status", HeaderValue::from_static(DEADLINE_EXCEEDED));
                 trailers.insert("grpc-message", HeaderValue::from_static(CALL_TIMED_OUT));
-                let _ = send.send_trailers(trailers);
+                if finish(&mut send, last, sent, in_flight, false).is_ok() {
+                    let _ = send.send_trailers(trailers);
+                }
                 return;
             }
         }
+    }
+}
+
+/// Hands h2 the end of an answer of which `sent` bytes of data were read,
+/// `last` the frame of them not handed over yet: the last data frame
+/// carries the call's place (an empty one if every frame has gone, for
+/// data handed earlier may still wait for the client's window), so the
+/// call keeps it until h2 has written all of its data.
+fn finish(
+    send: &mut SendStream<AnswerBytes>,
+    last: Option<Bytes>,
+    sent: usize,
+    mut in_flight: InFlight,
+    end_of_stream: bool,
+) -> Result<(), h2::Error> {
+    if sent == 0 && !end_of_stream {
+        return Ok(());
+    }
+    in_flight.await_sending();
+    let data = AnswerBytes {
+        bytes: last.unwrap_or_default(),
+        _call: Some(in_flight),
+    };
+    send.send_data(data, end_of_stream)
+}
+
+/// Answer data as h2 holds it until it is written. The last frame of an
+/// answer carries its call's [`InFlight`]: h2 drops a frame once it has
+/// written it (or with its stream or connection), and writes a stream's
+/// frames in order, so the call stays in flight, and keeps its place, until
+/// its whole answer has gone however long the client withholds its window.
+pub struct AnswerBytes {
+    bytes: Bytes,
+    /// The call this frame ends: it ends when h2 drops the frame.
+    _call: Option<InFlight>,
+}
+
+impl From<Bytes> for AnswerBytes {
+    fn from(bytes: Bytes) -> Self {
+        Self { bytes, _call: None }
+    }
+}
+
+impl Buf for AnswerBytes {
+    fn remaining(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn chunk(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    fn advance(&mut self, count: usize) {
+        self.bytes.advance(count);
     }
 }
 
@@ -675,7 +773,7 @@ async fn answer<F, B>(
 /// abandoned: the client reset the stream, or the deadline (none for a
 /// long-lived stream's answer) passed.
 fn abandoned(
-    send: &mut SendStream<Bytes>,
+    send: &mut SendStream<AnswerBytes>,
     deadline: Option<&mut Deadline>,
     cx: &mut Context<'_>,
 ) -> Poll<Next> {

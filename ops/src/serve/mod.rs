@@ -150,6 +150,9 @@ pub struct Activity {
     /// has arrived: they keep a connection from being idle, but are not
     /// expected to end.
     long_lived: AtomicUsize,
+    /// Calls whose answer is handed to h2 but not yet written (gRPC): they
+    /// are still in flight, and hold their places, until it is.
+    unsent: AtomicUsize,
     evict: Notify,
 }
 
@@ -164,6 +167,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             shared_places: AtomicUsize::new(0),
             long_lived: AtomicUsize::new(0),
+            unsent: AtomicUsize::new(0),
             evict: Notify::new(),
         }
     }
@@ -193,6 +197,7 @@ impl Activity {
         InFlight {
             activity: self.clone(),
             long_lived: false,
+            unsent: false,
             shared_place: None,
         }
     }
@@ -227,6 +232,11 @@ impl Activity {
     /// Requests or calls open, long-lived streams included.
     pub fn open(&self) -> usize {
         self.in_flight() + self.long_lived.load(Ordering::Relaxed)
+    }
+
+    /// Calls whose answer h2 holds and has not written yet (gRPC).
+    pub fn unsent(&self) -> usize {
+        self.unsent.load(Ordering::Relaxed)
     }
 
     /// Nothing open at all, long-lived streams included.
@@ -265,6 +275,8 @@ impl Activity {
 pub struct InFlight {
     activity: Arc<Activity>,
     long_lived: bool,
+    /// Counted in [`Activity::unsent`].
+    unsent: bool,
     /// One of the port's shared places (gRPC), given back when dropped.
     shared_place: Option<OwnedSemaphorePermit>,
 }
@@ -283,6 +295,16 @@ impl InFlight {
     /// when it is evicted.
     pub fn close_connection(&self) {
         self.activity.evict.notify_one();
+    }
+
+    /// The call's answer has been handed to h2, which holds this guard
+    /// until it has written the answer (or dropped it with its stream):
+    /// count it as unsent until then.
+    pub fn await_sending(&mut self) {
+        if !self.unsent {
+            self.unsent = true;
+            self.activity.unsent.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The call's request has arrived and it is a stream meant to stay
@@ -304,6 +326,9 @@ impl Drop for InFlight {
         activity.progressed();
         if self.shared_place.is_some() {
             activity.shared_places.fetch_sub(1, Ordering::Relaxed);
+        }
+        if self.unsent {
+            activity.unsent.fetch_sub(1, Ordering::Relaxed);
         }
         if self.long_lived {
             activity.long_lived.fetch_sub(1, Ordering::Relaxed);
