@@ -433,6 +433,9 @@ where
             let _ = respond.send_response(unsupported_media_type(), true);
             return;
         }
+        if self.activity.unsent() >= MAX_UNSENT_ANSWERS_PER_CONNECTION {
+            return refuse(respond);
+        }
         let limits = &self.port.limits;
         let (timeout, ours) = match grpc_timeout(request.headers()) {
             Some(theirs) if theirs < limits.call_timeout => (theirs, false),
@@ -443,9 +446,6 @@ where
             ours,
             timer: None,
         };
-        if self.activity.unsent() >= MAX_UNSENT_ANSWERS_PER_CONNECTION {
-            return refuse(respond);
-        }
         let long_lived = limits.long_lived_methods.contains(&request.uri().path());
         let request = request.map(RequestBody::new);
         // Calls start from this task, one at a time, so the count cannot
