@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Runs the hostile-client tests (tests/system/test_hostile.py) against the
-shipped static x86_64 binaries and writes what each attack did to
-results/hostile.md: the peak resident memory (VmHWM) of each process against
-its manifest's memory limit, and how long a legitimate client took to be
-served while the attack held.
+"""Runs the hostile-client tests (tests/system/test_hostile.py and
+test_hostile_unsent.py) against the shipped static x86_64 binaries and
+writes what each attack did to results/hostile.md: the peak resident memory
+(VmHWM) of each process against its manifest's memory limit, and how long a
+legitimate client took to be served while the attack held.
 
 Usage: scripts/hostile-report.py [--bin-dir DIR] [--out FILE]
   --bin-dir  gcd and api to attack (default dist/x86_64-unknown-linux-musl,
@@ -26,6 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("PI_GCD_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pi-gcd"))
+# The hostile-client tests against the shipped binaries (not the container
+# ones, which need podman).
+HOSTILE_TESTS = ("tests/system/test_hostile.py", "tests/system/test_hostile_unsent.py")
 
 
 def mib(value: int) -> str:
@@ -48,7 +51,7 @@ def main() -> int:
         record = Path(tmp) / "record.jsonl"
         env = {**os.environ, "PI_GCD_BIN_DIR": str(args.bin_dir.resolve()), "PI_GCD_HOSTILE_RECORD": str(record)}
         done = subprocess.run(
-            [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-q", "tests/system/test_hostile.py"],
+            [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-q", *HOSTILE_TESTS],
             cwd=ROOT,
             env=env,
         )
@@ -61,7 +64,7 @@ def main() -> int:
         "# Hostile clients: what each attack did",
         "",
         "Written by `scripts/hostile-report.py`; do not edit by hand. Each row is",
-        "one test of `tests/system/test_hostile.py` against a fresh process",
+        f"one test of {' or '.join(f'`{test}`' for test in HOSTILE_TESTS)} against a fresh process",
         "started with its manifest's env and memory limit (see",
         "[docs/memory-budget.md](../docs/memory-budget.md)). \"Peak\" is the",
         "process's VmHWM over its whole life, attack included; \"legitimate",

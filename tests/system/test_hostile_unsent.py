@@ -120,7 +120,7 @@ def zero_window_attack(gcd, record, attack: str, method: str, messages: bytes) -
         # (sooner when a new connection needs their places), well before
         # the idle timeout and the close that follows.
         stall_s = max(ms(gcd, "GCD_CALL_TIMEOUT_MS"), ms(gcd, "GCD_WRITE_TIMEOUT_MS")) + 1
-        eventually("gcd to close every connection whose answers cannot leave", all_closed, stall_s + 3)
+        eventually("gcd to close every connection whose answers cannot leave", all_closed, stall_s + 5)
         closed_after = time.monotonic() - sent
     finally:
         for peer in peers:
