@@ -11,7 +11,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use h2::{RecvStream, client::SendRequest};
+use h2::{
+    RecvStream,
+    client::{ResponseFuture, SendRequest},
+};
+use ops::serve::grpc::MAX_UNSENT_ANSWERS_PER_CONNECTION;
 use testkit::process::Service;
 use tokio::{net::TcpStream, task::JoinHandle};
 use tonic::codegen::http::{Request, Response};
@@ -48,8 +52,8 @@ impl ZeroWindowClient {
         }
     }
 
-    /// Makes a `Compute` call and waits for the head of its answer.
-    async fn compute(&mut self) -> &Response<RecvStream> {
+    /// Sends a whole `Compute` call.
+    async fn send_compute(&mut self) -> ResponseFuture {
         let request = Request::post("http://gcd/pb.GCDService/Compute")
             .header("content-type", "application/grpc")
             .header("te", "trailers")
@@ -59,6 +63,12 @@ impl ZeroWindowClient {
         let (answer, mut body) = calls.send_request(request, false).unwrap();
         body.send_data(Bytes::from_static(COMPUTE_12_18), true)
             .unwrap();
+        answer
+    }
+
+    /// Makes a `Compute` call and waits for the head of its answer.
+    async fn compute(&mut self) -> &Response<RecvStream> {
+        let answer = self.send_compute().await;
         let answer = tokio::time::timeout(Duration::from_secs(10), answer)
             .await
             .expect("the head of an answer within 10 s")
@@ -153,6 +163,45 @@ fn an_unsent_answer_keeps_its_place() {
                 .await
                 .is_none(),
             "the connection that took the place was closed too"
+        );
+    });
+}
+
+#[test]
+fn a_connection_has_only_so_many_answers_waiting() {
+    let gcd = Service::gcd(
+        None,
+        &[
+            "--call-timeout-ms",
+            "500",
+            "--write-timeout-ms",
+            "500",
+            "--idle-timeout-ms",
+            "60000",
+        ],
+    );
+    runtime().block_on(async {
+        let mut client = ZeroWindowClient::connect(gcd.addr).await;
+        let calls = MAX_UNSENT_ANSWERS_PER_CONNECTION + 8;
+        let mut answers = Vec::new();
+        for _ in 0..calls {
+            answers.push(client.send_compute().await);
+        }
+        // The calls beyond the share are not started while the first ones'
+        // answers wait: they end with the stalled connection.
+        let mut answered = Vec::new();
+        for answer in answers {
+            if let Ok(Ok(head)) = tokio::time::timeout(Duration::from_secs(10), answer).await {
+                answered.push(head);
+            }
+        }
+        assert_eq!(answered.len(), MAX_UNSENT_ANSWERS_PER_CONNECTION);
+        assert!(
+            client
+                .closed_within(Duration::from_secs(10))
+                .await
+                .is_some(),
+            "the stalled connection was not closed"
         );
     });
 }

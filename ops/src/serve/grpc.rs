@@ -31,7 +31,8 @@
 //!   when h2 has written its whole answer ([`AnswerBytes`]), so answer
 //!   bytes a client does not take count against the same places as calls.
 //!   A connection may have [`MAX_UNSENT_ANSWERS_PER_CONNECTION`] answers
-//!   waiting to be written; its further calls are refused. A connection
+//!   waiting to be written; its further calls wait in h2's queue, unread
+//!   (and, like every stream, within its stream limit). A connection
 //!   whose open calls see none of them end (answers written included) for
 //!   longer than the call and write timeouts is dropped: a client that
 //!   stops granting flow-control window for our answers is stalled, not
@@ -105,9 +106,9 @@ pub const MAX_WAITING_CALLS: usize = 16;
 pub const RESERVED_CALLS_PER_CONNECTION: usize = 2;
 
 /// Answers a connection may have waiting in h2 to be written (for the
-/// client's window, or for the socket) before its new calls are refused.
-/// A client that reads has at most the answers to one batch of calls
-/// ([`BATCH`]) waiting, for the moment until h2 next writes.
+/// client's window, or for the socket); its further calls wait, unread,
+/// until some leave. A client that reads has the answers to about one
+/// batch of calls ([`BATCH`]) waiting, for the moment until h2 next writes.
 pub const MAX_UNSENT_ANSWERS_PER_CONNECTION: usize = 2 * BATCH;
 
 /// Bounds of one gRPC port.
@@ -400,6 +401,19 @@ where
             // write: h2 writes out what is queued each time it runs out of
             // input.
             while accepted.len() < BATCH {
+                // A connection with as many answers waiting to be written
+                // as it may have starts no new call until some leave: h2
+                // goes on reading (PINGs, window updates) and writing, and
+                // the calls it reads wait in its queue, within the stream
+                // limit.
+                if self.unsent_full(accepted.len()) {
+                    if let Poll::Ready(ended) = self.connection.poll_closed(cx) {
+                        return Poll::Ready(ended);
+                    }
+                    if self.unsent_full(accepted.len()) {
+                        break;
+                    }
+                }
                 match self.connection.poll_accept(cx) {
                     Poll::Ready(Some(Ok(call))) => {
                         if accepted.capacity() == 0 {
@@ -421,6 +435,12 @@ where
         }
     }
 
+    /// Whether the answers waiting to be written, with one for each of the
+    /// `accepted` calls not started yet, fill the connection's share.
+    fn unsent_full(&self, accepted: usize) -> bool {
+        self.activity.unsent() + accepted >= MAX_UNSENT_ANSWERS_PER_CONNECTION
+    }
+
     /// Starts a call: refused at once, answered at once, or given a task to
     /// wait in.
     fn start(
@@ -432,9 +452,6 @@ where
         if !is_grpc(request.headers()) {
             let _ = respond.send_response(unsupported_media_type(), true);
             return;
-        }
-        if self.activity.unsent() >= MAX_UNSENT_ANSWERS_PER_CONNECTION {
-            return refuse(respond);
         }
         let limits = &self.port.limits;
         let (timeout, ours) = match grpc_timeout(request.headers()) {
