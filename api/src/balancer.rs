@@ -4,26 +4,35 @@
 //! calls over one HTTP/2 connection, so behind a ClusterIP every call would
 //! land on one pod. Instead the balancer keeps one connection per replica
 //! address (from [`Resolve`], each an [`Upstream`]), re-resolves on an
-//! interval, and picks a replica per call, round-robin.
+//! interval (every target at once), and picks a replica per call,
+//! round-robin.
 //!
 //! Failure handling, since `Compute` is idempotent:
 //! - every call has a deadline, sent to gcd as `grpc-timeout` and enforced
 //!   locally;
-//! - a call that fails because a replica is unreachable, or that takes
-//!   over half the deadline while another replica exists, is retried once
-//!   on a different replica;
-//! - a replica that failed is skipped for a while, then gets one probing
-//!   call at a time until one succeeds; it is still tried when nothing else
-//!   is left, so a restarted replica is picked up at once;
+//! - a call that fails because a replica is unreachable (no connection, or
+//!   no stream free within the time), answered with something that is not
+//!   an answer, or took over half the deadline while another replica
+//!   exists, is retried once on a different replica;
+//! - a replica that failed in any of these ways, or let a call run out its
+//!   deadline, is skipped for a while; then the balancer checks its health
+//!   (`grpc.health.v1.Health/Check`, in a task of its own, so no user
+//!   request waits on a replica that is down) until a check or a call
+//!   succeeds; it is still tried when nothing else is left, so a restarted
+//!   replica is picked up at once;
 //! - with a single replica, a call that never reached it (its connection
 //!   was closing, for instance after gcd closed it as idle) is retried on
 //!   it once.
 //!
 //! At most [`MAX_REPLICAS`] replicas are balanced over: each one is a
-//! connection and its buffers, which the memory budget counts.
+//! connection and its buffers, which the memory budget counts. Of more
+//! addresses, each api process keeps its own random choice, the same for
+//! as long as those addresses resolve, so that together the api pods use
+//! them all.
 
 use std::{
     collections::HashMap,
+    hash::{BuildHasher, RandomState},
     net::SocketAddr,
     sync::{
         Arc, Mutex, RwLock,
@@ -38,12 +47,15 @@ use tonic::{Code, Status};
 use crate::{
     metrics::{ApiMetrics, Outcome},
     resolve::{Resolve, Target},
-    upstream::Upstream,
+    upstream::{CallError, Upstream},
 };
 
-/// Most gcd replicas balanced over; a DNS answer with more is cut to the
-/// first ones in address order (the same ones on every api pod).
+/// Most gcd replicas balanced over; of a DNS answer with more, each api
+/// process keeps its own random choice.
 pub const MAX_REPLICAS: usize = 64;
+
+/// How long one target's lookup may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a replica that failed is passed over.
 const EJECT_FOR: Duration = Duration::from_secs(2);
@@ -63,11 +75,13 @@ pub enum UpstreamError {
     #[error("no gcd replica is known")]
     NoReplicas,
     #[error("no gcd replica could be reached: {0}")]
-    Unavailable(Status),
+    Unavailable(String),
     #[error("gcd did not answer within the deadline")]
     DeadlineExceeded,
     #[error("gcd answered with an error: {0}")]
     Failed(Status),
+    #[error("gcd answered wrongly: {0}")]
+    Broken(String),
 }
 
 /// One gcd replica and the connection to it.
@@ -79,18 +93,25 @@ struct Replica {
     ejected_until: AtomicU64,
 }
 
+/// Whether a replica takes calls.
+enum Standing {
+    Healthy,
+    Ejected,
+    /// Ejected, with the ejection run out, and this caller the one to check
+    /// its health (the ejection is pushed out for everyone else meanwhile).
+    ToProbe,
+}
+
 impl Replica {
     /// `ejected_until` is 0 for a healthy replica.
     const HEALTHY: u64 = 0;
 
-    /// Healthy, or ejected with the ejection run out and this caller the one
-    /// to probe it (which pushes the ejection out for everyone else).
-    fn available(&self, now: u64, eject_millis: u64) -> bool {
+    fn standing(&self, now: u64, eject_millis: u64) -> Standing {
         let until = self.ejected_until.load(Ordering::Relaxed);
         if until == Self::HEALTHY {
-            return true;
+            return Standing::Healthy;
         }
-        until <= now
+        let probe = until <= now
             && self
                 .ejected_until
                 .compare_exchange(
@@ -99,7 +120,12 @@ impl Replica {
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 )
-                .is_ok()
+                .is_ok();
+        if probe {
+            Standing::ToProbe
+        } else {
+            Standing::Ejected
+        }
     }
 
     fn mark_healthy(&self) {
@@ -122,11 +148,16 @@ pub struct Balancer {
     /// hiccup must not empty the replica list.
     last_resolved: Mutex<HashMap<Target, Vec<SocketAddr>>>,
     next: AtomicUsize,
+    /// Ranks addresses when more than [`MAX_REPLICAS`] resolve: random
+    /// keys per process, so each api pod keeps a different choice.
+    preference: RandomState,
 }
 
 enum AttemptError {
     /// The replica could not take the call; another one may.
-    Unreachable(Status),
+    Unreachable(String),
+    /// The replica answered with something that is not an answer.
+    Broken(String),
     Timeout,
     Failed(Status),
 }
@@ -134,7 +165,8 @@ enum AttemptError {
 impl From<AttemptError> for UpstreamError {
     fn from(failure: AttemptError) -> Self {
         match failure {
-            AttemptError::Unreachable(status) => Self::Unavailable(status),
+            AttemptError::Unreachable(why) => Self::Unavailable(why),
+            AttemptError::Broken(what) => Self::Broken(what),
             AttemptError::Timeout => Self::DeadlineExceeded,
             AttemptError::Failed(status) => Self::Failed(status),
         }
@@ -157,28 +189,40 @@ impl Balancer {
             replicas: RwLock::new(Arc::from(Vec::new())),
             last_resolved: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
+            preference: RandomState::new(),
         }
     }
 
     /// Resolves every target once and swaps in the new replica set, keeping
     /// the connections of replicas that are still there.
     pub async fn refresh(&self) {
-        let mut resolved = Vec::with_capacity(self.targets.len());
-        for target in &self.targets {
-            // Bound each lookup: a hung resolver must not stall the loop.
-            let lookup =
-                tokio::time::timeout(Duration::from_secs(5), self.resolver.resolve(target)).await;
-            resolved.push(match lookup {
-                Ok(Ok(addrs)) => Some(addrs),
-                Ok(Err(err)) => {
-                    tracing::warn!(%target, error = %err, "cannot resolve gcd target");
-                    None
-                }
-                Err(_) => {
-                    tracing::warn!(%target, "resolving gcd target timed out");
-                    None
-                }
+        // Every target at once: a slow or hung lookup delays the others by
+        // nothing, and the first refresh (before the ports serve) by at
+        // most one timeout.
+        let mut lookups = tokio::task::JoinSet::new();
+        for (index, target) in self.targets.iter().enumerate() {
+            let (resolver, target) = (self.resolver.clone(), target.clone());
+            lookups.spawn(async move {
+                let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, resolver.resolve(&target));
+                let addrs = match lookup.await {
+                    Ok(Ok(addrs)) => Some(addrs),
+                    Ok(Err(err)) => {
+                        tracing::warn!(%target, error = %err, "cannot resolve gcd target");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!(%target, "resolving gcd target timed out");
+                        None
+                    }
+                };
+                (index, addrs)
             });
+        }
+        let mut resolved = vec![None; self.targets.len()];
+        while let Some(lookup) = lookups.join_next().await {
+            if let Ok((index, addrs)) = lookup {
+                resolved[index] = addrs;
+            }
         }
 
         let mut addrs = Vec::new();
@@ -197,9 +241,13 @@ impl Balancer {
             tracing::warn!(
                 resolved = addrs.len(),
                 used = MAX_REPLICAS,
-                "more gcd replicas than the api balances over; using the first"
+                "more gcd replicas than the api balances over; using a random choice"
             );
+            // The addresses this process ranks first: the same ones at every
+            // refresh while they resolve, another choice in each process.
+            addrs.sort_by_cached_key(|addr| self.preference.hash_one(addr));
             addrs.truncate(MAX_REPLICAS);
+            addrs.sort_unstable();
         }
 
         let current = self.snapshot();
@@ -230,8 +278,13 @@ impl Balancer {
         }
     }
 
-    /// GCD of `a` and `b`, from one replica or, if it is unreachable or
-    /// too slow, from one other, within the deadline counted from
+    /// The addresses balanced over, in address order.
+    pub fn replica_addrs(&self) -> Vec<SocketAddr> {
+        self.snapshot().iter().map(|replica| replica.addr).collect()
+    }
+
+    /// GCD of `a` and `b`, from one replica or, if it is unreachable, broken
+    /// or too slow, from one other, within the deadline counted from
     /// `started`, when the request arrived (passed in rather than read
     /// again: the clock costs every request).
     pub async fn compute(&self, a: u64, b: u64, started: Instant) -> Result<u64, UpstreamError> {
@@ -252,13 +305,13 @@ impl Balancer {
         let failure = match self.attempt(first, a, b, first_deadline, started).await {
             Ok(result) => return Ok(result),
             Err(AttemptError::Failed(status)) => return Err(UpstreamError::Failed(status)),
-            Err(AttemptError::Timeout) if first_deadline == deadline => {
-                return Err(UpstreamError::DeadlineExceeded);
-            }
             Err(failure) => failure,
         };
         let now = Instant::now();
         self.eject(first, now);
+        if matches!(failure, AttemptError::Timeout) && first_deadline == deadline {
+            return Err(UpstreamError::DeadlineExceeded);
+        }
         let second = match self.pick(&replicas, Some(first.addr), now) {
             Some(other) => other,
             // The only replica, and the call never reached it: once more.
@@ -267,7 +320,9 @@ impl Balancer {
         };
         self.metrics.upstream_retries.inc();
         let result = self.attempt(second, a, b, deadline, now).await;
-        if let Err(AttemptError::Unreachable(_)) = result {
+        if let Err(AttemptError::Unreachable(_) | AttemptError::Broken(_) | AttemptError::Timeout) =
+            result
+        {
             self.eject(second, Instant::now());
         }
         result.map_err(UpstreamError::from)
@@ -287,7 +342,7 @@ impl Balancer {
             self.metrics.record_upstream(Outcome::DeadlineExceeded);
             return Err(AttemptError::Timeout);
         }
-        let call = replica.upstream.compute(a, b, remaining);
+        let call = replica.upstream.compute(a, b, deadline, remaining);
         let outcome = tokio::time::timeout_at(deadline, call).await;
         let result = match outcome {
             Ok(Ok(result)) => {
@@ -297,22 +352,24 @@ impl Balancer {
             Err(_) => Err(AttemptError::Timeout),
             // gcd enforces the `grpc-timeout` it was sent as well, and its
             // answer may come first.
-            Ok(Err(_)) if Instant::now() >= deadline => Err(AttemptError::Timeout),
-            Ok(Err(status)) => Err(classify(status)),
+            Ok(Err(CallError::Status(_))) if Instant::now() >= deadline => {
+                Err(AttemptError::Timeout)
+            }
+            Ok(Err(error)) => Err(classify(error)),
         };
         self.metrics.record_upstream(match &result {
             Ok(_) => Outcome::Ok,
             Err(AttemptError::Unreachable(_)) => Outcome::Unavailable,
             Err(AttemptError::Timeout) => Outcome::DeadlineExceeded,
-            Err(AttemptError::Failed(_)) => Outcome::Error,
+            Err(AttemptError::Failed(_) | AttemptError::Broken(_)) => Outcome::Error,
         });
         result
     }
 
     /// Round-robin over healthy replicas, never `exclude`. A replica whose
-    /// ejection has run out gets one probing call at a time (the others
-    /// keep skipping it until the probe succeeds). An ejected replica is
-    /// picked only when nothing else is left.
+    /// ejection has run out gets one health check at a time, in a task of
+    /// its own (the others keep skipping it until a check succeeds). An
+    /// ejected replica is picked only when nothing else is left.
     fn pick<'a>(
         &self,
         replicas: &'a [Arc<Replica>],
@@ -331,12 +388,33 @@ impl Balancer {
             if Some(replica.addr) == exclude {
                 continue;
             }
-            if replica.available(now, self.eject_millis()) {
-                return Some(replica);
+            match replica.standing(now, self.eject_millis()) {
+                Standing::Healthy => return Some(replica),
+                Standing::ToProbe => self.probe(replica.clone()),
+                Standing::Ejected => {}
             }
             fallback.get_or_insert(replica.as_ref());
         }
         fallback
+    }
+
+    /// Checks an ejected replica's health, and takes it back if it is
+    /// serving; it stays ejected otherwise.
+    fn probe(&self, replica: Arc<Replica>) {
+        let timeout = self.settings.deadline;
+        tokio::spawn(async move {
+            let deadline = Instant::now() + timeout;
+            let check = replica.upstream.check_health(deadline, timeout);
+            match tokio::time::timeout_at(deadline, check).await {
+                Ok(Ok(())) => replica.mark_healthy(),
+                Ok(Err(error)) => {
+                    tracing::debug!(replica = %replica.addr, %error, "gcd replica still failing");
+                }
+                Err(_) => {
+                    tracing::debug!(replica = %replica.addr, "gcd replica's health check timed out");
+                }
+            }
+        });
     }
 
     fn eject(&self, replica: &Replica, now: Instant) {
@@ -371,21 +449,20 @@ impl Balancer {
 
 /// Unreachable means the call never reached gcd's handler, or the
 /// connection broke under it; both are safe to retry for an idempotent
-/// call. `RESOURCE_EXHAUSTED` is gcd turning the call away before running
-/// it (every place taken, see `ops::serve::grpc`). Other statuses gcd sent
-/// are final.
-fn classify(status: Status) -> AttemptError {
-    match status.code() {
-        Code::DeadlineExceeded => AttemptError::Timeout,
-        Code::Unavailable | Code::ResourceExhausted => AttemptError::Unreachable(status),
-        // A local transport error (connection reset, closed mid-call)
-        // carries its cause; a status sent by the server does not.
-        Code::Unknown | Code::Internal | Code::Cancelled
-            if std::error::Error::source(&status).is_some() =>
-        {
-            AttemptError::Unreachable(status)
-        }
-        _ => AttemptError::Failed(status),
+/// call, and so is an answer that is not one. `RESOURCE_EXHAUSTED` is gcd
+/// turning the call away before running it (every place taken, see
+/// `ops::serve::grpc`). Other statuses gcd sent are final.
+fn classify(error: CallError) -> AttemptError {
+    match error {
+        CallError::Unreachable(why) => AttemptError::Unreachable(why),
+        CallError::Broken(what) => AttemptError::Broken(what),
+        CallError::Status(status) => match status.code() {
+            Code::DeadlineExceeded => AttemptError::Timeout,
+            Code::Unavailable | Code::ResourceExhausted => {
+                AttemptError::Unreachable(status.to_string())
+            }
+            _ => AttemptError::Failed(status),
+        },
     }
 }
 

@@ -90,7 +90,7 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::NoReplicas => Self::NoReplicas,
             UpstreamError::Unavailable(_) => Self::Unavailable,
             UpstreamError::DeadlineExceeded => Self::DeadlineExceeded,
-            UpstreamError::Failed(_) => Self::UpstreamFailed,
+            UpstreamError::Failed(_) | UpstreamError::Broken(_) => Self::UpstreamFailed,
         }
     }
 }

@@ -1,30 +1,47 @@
-//! `Compute` calls to one gcd replica, on the `h2` crate directly.
+//! Calls to one gcd replica, on the `h2` crate directly.
 //!
 //! The api makes one kind of call, millions of times, so it does not pay for
 //! a general gRPC client: no `tonic` channel, no `tower` buffer or reconnect
 //! layers, no task per call. A call is a request with fixed headers (and
 //! its `grpc-timeout`), a 5-byte frame prefix and a 22-byte message on the
 //! connection's HTTP/2 stream, then one data frame and the trailers back
-//! (results/ledger.md has what this saves).
+//! (results/ledger.md has what this saves). The same path carries the
+//! balancer's health checks (`grpc.health.v1.Health/Check`), which probe a
+//! replica that failed without a user's request waiting on it.
 //!
 //! What a general client gives and this one keeps:
 //! - **connecting** on first use, within the connect timeout, one attempt
 //!   at a time per replica; a connection that breaks, is closed by gcd
 //!   (GOAWAY: idle, or draining) or stops answering keep-alive PINGs is
 //!   dropped, and the next call connects again;
-//! - **bounds**: gcd's stream limit is respected (a call waits for a free
-//!   stream, within its deadline), and what gcd can make us buffer is
-//!   bounded by the receive windows, the header list limit and the largest
-//!   answer accepted ([`MAX_RESPONSE_BYTES`]);
-//! - **errors as gRPC statuses**, classified by the balancer as before:
-//!   anything that kept the call from gcd's handler or broke the connection
-//!   under it is `UNAVAILABLE` (safe to retry: `Compute` is idempotent); a
-//!   status gcd sent is passed on; an answer that is not a valid
-//!   `GCDResponse` is `INTERNAL`.
+//! - **bounds**: what gcd can make us buffer is bounded by the receive
+//!   windows, the header list limit and the largest answer accepted
+//!   ([`MAX_RESPONSE_BYTES`]); what we can make h2 hold for gcd is bounded
+//!   by the streams below;
+//! - **errors** typed as the balancer needs them ([`CallError`]): anything
+//!   that kept the call from gcd's handler or broke the connection under
+//!   it (safe to retry: `Compute` is idempotent), a status gcd sent, or an
+//!   answer that is not one.
+//!
+//! **Streams.** h2 queues a request that finds the peer's stream limit
+//! reached, and a stream that never opened cannot be dropped from that
+//! queue; nor can a stream whose call was abandoned at its deadline leave
+//! h2 before its reset is written, which a replica that stopped reading
+//! (a frozen Pi) never allows. So the api hands h2 no more streams than the
+//! replica allows ([`MAX_STREAMS`] at most): a call that finds them all
+//! taken waits for one, in a queue it leaves when its deadline passes,
+//! then fails as [`CallError::Unreachable`] (a replica allowing none fails
+//! it at once). A stream counts as taken until h2 has seen it end; an
+//! abandoned one stays taken, and a connection that has abandoned
+//! [`RECYCLE_AFTER_ABANDONED`] of them is replaced by a new one and closed,
+//! with everything h2 held for it, once no call is left waiting on it.
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -36,7 +53,7 @@ use gcd_proto::{
 use h2::client::SendRequest;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri, header};
 use prost::Message;
-use tokio::net::TcpStream;
+use tokio::{net::TcpStream, sync::Notify, time::Instant};
 use tonic::{Code, Status};
 
 /// HTTP/2 receive window, per call and per connection: answers are a few
@@ -46,6 +63,15 @@ pub const WINDOW: u32 = 64 * 1024;
 /// The largest answer accepted, frame prefix included: a `GCDResponse` is
 /// at most 11 bytes.
 pub const MAX_RESPONSE_BYTES: usize = 1024;
+
+/// Most streams taken on one replica connection at once, whatever the
+/// replica allows (gcd allows 256 by default); abandoned ones included.
+pub const MAX_STREAMS: usize = 256;
+
+/// Abandoned streams after which a connection is replaced: each may be
+/// held by h2 until the replica reads its reset, which a frozen one never
+/// does.
+pub const RECYCLE_AFTER_ABANDONED: usize = 32;
 
 /// Response header blocks larger than this end the connection.
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
@@ -59,36 +85,168 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 const COMPUTE_PATH: &str = "/pb.GCDService/Compute";
+const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
 
-/// The open connection to a replica, if any, with a number telling it from
-/// earlier ones.
-type Open = Option<(u64, SendRequest<Bytes>)>;
+/// A `HealthCheckRequest` for the whole server (`service` empty), framed.
+const HEALTH_CHECK_REQUEST: &[u8] = &[0, 0, 0, 0, 0];
+
+/// `grpc.health.v1.HealthCheckResponse`: only its status is read.
+#[derive(Clone, PartialEq, Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+/// `HealthCheckResponse.ServingStatus.SERVING`.
+const SERVING: i32 = 1;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The call did not reach gcd's handler (no connection, no stream
+    /// within the deadline), or the connection or stream broke under it:
+    /// another attempt is safe.
+    #[error("{0}")]
+    Unreachable(String),
+    /// gcd answered with this status.
+    #[error("gcd answered {0}")]
+    Status(Status),
+    /// The replica answered with something that is not an answer.
+    #[error("gcd sent {0}")]
+    Broken(String),
+}
+
+impl CallError {
+    /// The gRPC status code a client would see.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Unreachable(_) => Code::Unavailable,
+            Self::Status(status) => status.code(),
+            Self::Broken(_) => Code::Internal,
+        }
+    }
+}
 
 /// The connection to one replica, made on first use.
 pub struct Upstream {
     addr: SocketAddr,
-    uri: Uri,
+    compute_uri: Uri,
+    health_uri: Uri,
     connect_timeout: Duration,
-    connection: Arc<Mutex<Open>>,
+    connection: Arc<Mutex<Option<Arc<Connection>>>>,
     /// Held while connecting, so that one call connects and the others
-    /// wait for it instead of each opening a connection.
+    /// wait for it instead of each opening a connection; counts the
+    /// connections made.
     connecting: tokio::sync::Mutex<u64>,
     /// The last call's `grpc-timeout`, in milliseconds, and its headers:
     /// nearly every call sends the same (see [`grpc_timeout`]).
     last_headers: Mutex<(u64, HeaderMap)>,
 }
 
+/// One HTTP/2 connection to a replica, and the streams taken on it.
+struct Connection {
+    /// Tells it from the replica's earlier connections.
+    generation: u64,
+    sender: SendRequest<Bytes>,
+    /// Streams handed to h2 and not yet seen to end, abandoned ones
+    /// included.
+    taken: AtomicUsize,
+    abandoned: AtomicUsize,
+    /// Replaced: no new call comes, and it closes once only abandoned
+    /// streams are left.
+    retired: AtomicBool,
+    /// Wakes a call waiting for a stream.
+    stream_ended: Notify,
+    /// Ends the task that runs the connection, which closes it.
+    close: Arc<Notify>,
+}
+
+impl Connection {
+    /// Streams the replica allows now (its SETTINGS may lower it at any
+    /// time), at most [`MAX_STREAMS`].
+    fn limit(&self) -> usize {
+        self.sender.current_max_send_streams().min(MAX_STREAMS)
+    }
+
+    /// Takes a stream if fewer than `limit` are taken.
+    fn try_take(&self, limit: usize) -> bool {
+        self.taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
+                (taken < limit).then_some(taken + 1)
+            })
+            .is_ok()
+    }
+
+    /// A taken stream that h2 has seen end.
+    fn end(&self) {
+        self.taken.fetch_sub(1, Ordering::AcqRel);
+        self.stream_ended.notify_one();
+        self.close_if_done();
+    }
+
+    /// A taken stream whose call was dropped before the stream ended;
+    /// true when this connection is to be replaced. A replica that allows
+    /// no stream keeps its connection: no more streams go to it, so no
+    /// more are abandoned, and a new one would lose its first call the
+    /// same way (sent before the replica's SETTINGS arrived).
+    fn abandon(&self) -> bool {
+        let abandoned = self.abandoned.fetch_add(1, Ordering::SeqCst) + 1;
+        let limit = self.limit();
+        let retire = limit > 0
+            && abandoned >= RECYCLE_AFTER_ABANDONED.min(limit)
+            && !self.retired.swap(true, Ordering::SeqCst);
+        self.close_if_done();
+        retire
+    }
+
+    /// Closes a retired connection once every stream still taken is an
+    /// abandoned one: no call waits on it any more.
+    fn close_if_done(&self) {
+        if self.retired.load(Ordering::SeqCst)
+            && self.taken.load(Ordering::SeqCst) <= self.abandoned.load(Ordering::SeqCst)
+        {
+            self.close.notify_one();
+        }
+    }
+}
+
+/// A stream taken for one call: ended or abandoned when dropped.
+struct TakenStream<'a> {
+    upstream: &'a Upstream,
+    connection: &'a Connection,
+    /// Whether h2 has seen the stream end (an answer read to its end, a
+    /// reset, a broken connection), or never made it.
+    ended: bool,
+}
+
+impl Drop for TakenStream<'_> {
+    fn drop(&mut self) {
+        if self.ended {
+            self.connection.end();
+        } else if self.connection.abandon() {
+            tracing::debug!(
+                replica = %self.upstream.addr,
+                "replacing a connection with too many abandoned streams"
+            );
+            self.upstream.forget(self.connection.generation);
+        }
+    }
+}
+
 impl Upstream {
     pub fn new(addr: SocketAddr, connect_timeout: Duration) -> Self {
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(addr.to_string())
-            .path_and_query(COMPUTE_PATH)
-            .build()
-            .unwrap_or_default();
+        let uri = |path| {
+            Uri::builder()
+                .scheme("http")
+                .authority(addr.to_string())
+                .path_and_query(path)
+                .build()
+                .unwrap_or_default()
+        };
         Self {
             addr,
-            uri,
+            compute_uri: uri(COMPUTE_PATH),
+            health_uri: uri(HEALTH_CHECK_PATH),
             connect_timeout,
             connection: Arc::new(Mutex::new(None)),
             connecting: tokio::sync::Mutex::new(0),
@@ -96,97 +254,134 @@ impl Upstream {
         }
     }
 
-    /// Whether a connection is open (made, and not yet closed or broken).
+    /// Whether a connection is open (made, and not yet closed, broken or
+    /// replaced).
     pub fn is_connected(&self) -> bool {
         lock(&self.connection).is_some()
     }
 
-    /// One `Compute` call; `timeout` is sent as `grpc-timeout` (the caller
-    /// enforces it).
-    pub async fn compute(&self, a: u64, b: u64, timeout: Duration) -> Result<u64, Status> {
-        let (generation, sender) = self.sender().await?;
-        let result = self.call(sender, a, b, timeout).await;
+    /// One `Compute` call. `timeout`, the time left until `deadline`, is
+    /// sent as `grpc-timeout`; the caller enforces it, and the wait for a
+    /// stream ends at `deadline`.
+    pub async fn compute(
+        &self,
+        a: u64,
+        b: u64,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<u64, CallError> {
+        let request = self.request(&self.compute_uri, self.headers(timeout));
+        let message = self.call(request, encode(a, b), deadline).await?;
+        decode(message)
+    }
+
+    /// A `grpc.health.v1.Health/Check` of the whole server: `Ok` when the
+    /// replica is serving, or answers that it has no health service (as
+    /// the original Go gcd does): it answered, so it is up.
+    pub async fn check_health(
+        &self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(), CallError> {
+        let request = self.request(&self.health_uri, grpc_headers(grpc_timeout_millis(timeout)));
+        let body = Bytes::from_static(HEALTH_CHECK_REQUEST);
+        let message = match self.call(request, body, deadline).await {
+            Err(CallError::Status(status)) if status.code() == Code::Unimplemented => return Ok(()),
+            other => other?,
+        };
+        let status = message
+            .get(PREFIX_BYTES..)
+            .and_then(|payload| HealthCheckResponse::decode(payload).ok())
+            .map(|response| response.status);
+        match status {
+            Some(SERVING) => Ok(()),
+            Some(status) => Err(CallError::Broken(format!("health status {status}"))),
+            None => Err(CallError::Broken("an undecodable health answer".into())),
+        }
+    }
+
+    /// One call on the open connection, or a new one: its answer's framed
+    /// message.
+    async fn call(
+        &self,
+        request: Request<()>,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<Bytes, CallError> {
+        let connection = self.connection().await?;
+        let mut stream = self.take_stream(&connection, deadline).await?;
+        let result = exchange(&connection.sender, request, body, &mut stream).await;
         // A reset stream leaves the connection usable; anything else
         // (GOAWAY, an I/O error, a protocol error) does not.
         if let Err(Failure::Connection(error)) = &result
             && !error.is_reset()
         {
-            self.forget(generation);
+            self.forget(connection.generation);
         }
-        result.map_err(Status::from)
+        result.map_err(CallError::from)
     }
 
-    async fn call(
-        &self,
-        sender: SendRequest<Bytes>,
-        a: u64,
-        b: u64,
-        timeout: Duration,
-    ) -> Result<u64, Failure> {
-        // Waits while gcd's stream limit is reached.
-        let mut sender = sender.ready().await.map_err(Failure::Connection)?;
-        let (response, mut body) = sender
-            .send_request(self.request(timeout), false)
-            .map_err(Failure::Connection)?;
-        body.send_data(encode(a, b), true)
-            .map_err(Failure::Connection)?;
-        let response = response.await.map_err(Failure::Connection)?;
-        if response.status() != http::StatusCode::OK {
-            return Err(not_grpc(response.status()));
-        }
-        let (parts, mut body) = response.into_parts();
-        // A Trailers-Only answer carries its status in the headers, and no
-        // message: an error, or a broken answer if it says OK.
-        match status_of(&parts.headers) {
-            Some(Ok(())) => return Err(Failure::Answer("OK without a message".into())),
-            Some(Err(status)) => return Err(Failure::Status(status)),
-            None => {}
-        }
-        let mut message = BytesMut::new();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.map_err(Failure::Connection)?;
-            let _ = body.flow_control().release_capacity(chunk.len());
-            if message.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(Failure::Answer("an answer too large".into()));
+    /// A stream on `connection`, waiting until `deadline` for one if the
+    /// replica's limit is reached; none if the replica allows none.
+    async fn take_stream<'a>(
+        &'a self,
+        connection: &'a Connection,
+        deadline: Instant,
+    ) -> Result<TakenStream<'a>, CallError> {
+        let taken = |ended| TakenStream {
+            upstream: self,
+            connection,
+            ended,
+        };
+        loop {
+            let limit = connection.limit();
+            if connection.try_take(limit) {
+                return Ok(taken(false));
             }
-            message.extend_from_slice(&chunk);
-        }
-        let trailers = body.trailers().await.map_err(Failure::Connection)?;
-        match trailers.as_ref().and_then(status_of) {
-            None => Err(Failure::Answer("an answer without grpc-status".into())),
-            Some(Err(status)) => Err(Failure::Status(status)),
-            Some(Ok(())) => decode(message.freeze()),
+            if limit == 0 {
+                return Err(CallError::Unreachable(format!(
+                    "{} allows no stream",
+                    self.addr
+                )));
+            }
+            let ended = connection.stream_ended.notified();
+            tokio::pin!(ended);
+            // Registered before looking again, so that a stream ending in
+            // between is not missed.
+            ended.as_mut().enable();
+            if connection.try_take(limit) {
+                return Ok(taken(false));
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return Err(CallError::Unreachable(format!(
+                    "no stream free on the connection to {} within the deadline",
+                    self.addr
+                )));
+            }
         }
     }
 
-    fn request(&self, timeout: Duration) -> Request<()> {
+    fn request(&self, uri: &Uri, headers: HeaderMap) -> Request<()> {
         let mut request = Request::new(());
         *request.method_mut() = Method::POST;
-        *request.uri_mut() = self.uri.clone();
-        *request.headers_mut() = self.headers(timeout);
+        *request.uri_mut() = uri.clone();
+        *request.headers_mut() = headers;
         request
     }
 
-    /// A call's headers: copied from the last call's unless its
+    /// A `Compute` call's headers: copied from the last call's unless its
     /// `grpc-timeout` differs, which is rare (see [`grpc_timeout`]).
     fn headers(&self, timeout: Duration) -> HeaderMap {
         let millis = grpc_timeout_millis(timeout);
         let mut last = lock(&self.last_headers);
         if last.0 != millis {
-            let mut headers = HeaderMap::with_capacity(3);
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/grpc"),
-            );
-            headers.insert(header::TE, HeaderValue::from_static("trailers"));
-            headers.insert(GRPC_TIMEOUT, grpc_timeout(millis));
-            *last = (millis, headers);
+            *last = (millis, grpc_headers(millis));
         }
         last.1.clone()
     }
 
     /// The open connection, or a new one.
-    async fn sender(&self) -> Result<(u64, SendRequest<Bytes>), Status> {
+    async fn connection(&self) -> Result<Arc<Connection>, CallError> {
         if let Some(open) = lock(&self.connection).clone() {
             return Ok(open);
         }
@@ -195,19 +390,18 @@ impl Upstream {
         if let Some(open) = lock(&self.connection).clone() {
             return Ok(open);
         }
-        let sender = self.connect(*generation + 1).await.map_err(Status::from)?;
+        let connection = Arc::new(self.connect(*generation + 1).await?);
         *generation += 1;
-        let open = (*generation, sender);
-        *lock(&self.connection) = Some(open.clone());
-        Ok(open)
+        *lock(&self.connection) = Some(connection.clone());
+        Ok(connection)
     }
 
     /// Connection number `generation`, and the task that runs it.
-    async fn connect(&self, generation: u64) -> Result<SendRequest<Bytes>, Failure> {
+    async fn connect(&self, generation: u64) -> Result<Connection, CallError> {
         let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
             .await
-            .map_err(|_| Failure::Connect(format!("connecting to {} timed out", self.addr)))?
-            .map_err(|e| Failure::Connect(format!("connecting to {}: {e}", self.addr)))?;
+            .map_err(|_| CallError::Unreachable(format!("connecting to {} timed out", self.addr)))?
+            .map_err(|e| CallError::Unreachable(format!("connecting to {}: {e}", self.addr)))?;
         let _ = tcp.set_nodelay(true);
         let (sender, mut connection) = h2::client::Builder::new()
             .enable_push(false)
@@ -217,27 +411,104 @@ impl Upstream {
             .max_send_buffer_size(SEND_BUFFER_BYTES)
             .handshake::<_, Bytes>(tcp)
             .await
-            .map_err(Failure::Connection)?;
+            .map_err(|e| CallError::from(Failure::Connection(e)))?;
         let pings = connection.ping_pong();
+        let close = Arc::new(Notify::new());
         // The connection runs in a task of its own until gcd or the network
-        // ends it, its PINGs go unanswered, or every handle to it is dropped
-        // (the replica departed: the task holds no handle, only a weak
-        // reference through which it takes the connection out of use).
+        // ends it, its PINGs go unanswered, it is replaced and closed, or
+        // every handle to it is dropped (the replica departed: the task
+        // holds no handle, only a weak reference through which it takes the
+        // connection out of use). Dropping it drops every stream h2 holds.
         let slot = Arc::downgrade(&self.connection);
+        let closed = close.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = connection => {}
                 _ = keep_alive(pings) => {}
+                _ = closed.notified() => {}
             }
             if let Some(slot) = slot.upgrade() {
                 take_out_of_use(&slot, generation);
             }
         });
-        Ok(sender)
+        Ok(Connection {
+            generation,
+            sender,
+            taken: AtomicUsize::new(0),
+            abandoned: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+            stream_ended: Notify::new(),
+            close,
+        })
     }
 
     fn forget(&self, generation: u64) {
         take_out_of_use(&self.connection, generation);
+    }
+}
+
+/// Sends `request` and `body` on `stream`'s connection and reads the
+/// answer's message, marking the stream ended once h2 has seen it end.
+async fn exchange(
+    sender: &SendRequest<Bytes>,
+    request: Request<()>,
+    body: Bytes,
+    stream: &mut TakenStream<'_>,
+) -> Result<Bytes, Failure> {
+    // A stream is free (taken above), so h2 opens this one at once rather
+    // than queueing it.
+    let mut sender = sender.clone();
+    let sent = sender
+        .send_request(request, false)
+        .and_then(|(response, mut send)| {
+            send.send_data(body, true)?;
+            Ok(response)
+        });
+    let response = match sent {
+        Ok(response) => response,
+        Err(error) => {
+            stream.ended = true;
+            return Err(Failure::Connection(error));
+        }
+    };
+    let response = response.await.map_err(|error| {
+        stream.ended = true;
+        Failure::Connection(error)
+    })?;
+    let (parts, mut body) = response.into_parts();
+    stream.ended = body.is_end_stream();
+    if parts.status != http::StatusCode::OK {
+        return Err(not_grpc(parts.status));
+    }
+    // A Trailers-Only answer carries its status in the headers, and no
+    // message: an error, or a broken answer if it says OK.
+    match status_of(&parts.headers) {
+        Some(Ok(())) => return Err(Failure::Answer("OK without a message".into())),
+        Some(Err(status)) => return Err(Failure::Status(status)),
+        None => {}
+    }
+    let mut message = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|error| {
+            stream.ended = true;
+            Failure::Connection(error)
+        })?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        if message.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(Failure::Answer("an answer too large".into()));
+        }
+        message.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await;
+    stream.ended = true;
+    match trailers
+        .map_err(Failure::Connection)?
+        .as_ref()
+        .and_then(status_of)
+    {
+        None => Err(Failure::Answer("an answer without grpc-status".into())),
+        Some(Err(status)) => Err(Failure::Status(status)),
+        Some(Ok(())) => Ok(message.freeze()),
     }
 }
 
@@ -259,28 +530,23 @@ async fn keep_alive(pings: Option<h2::PingPong>) {
     }
 }
 
-/// Why a call failed, before it becomes a gRPC status.
+/// Why an exchange failed, before it becomes a [`CallError`].
 enum Failure {
-    /// No connection could be made.
-    Connect(String),
     /// The connection or the call's stream failed: the call may never have
     /// reached gcd's handler.
     Connection(h2::Error),
     /// gcd answered with this status.
     Status(Status),
-    /// gcd answered with something that is not a `Compute` answer.
+    /// gcd answered with something that is not an answer.
     Answer(String),
 }
 
-impl From<Failure> for Status {
+impl From<Failure> for CallError {
     fn from(failure: Failure) -> Self {
         match failure {
-            Failure::Connect(message) => Status::unavailable(message),
-            Failure::Connection(error) => {
-                Status::unavailable(format!("connection to gcd: {error}"))
-            }
-            Failure::Status(status) => status,
-            Failure::Answer(what) => Status::internal(format!("gcd sent {what}")),
+            Failure::Connection(error) => Self::Unreachable(format!("connection to gcd: {error}")),
+            Failure::Status(status) => Self::Status(status),
+            Failure::Answer(what) => Self::Broken(what),
         }
     }
 }
@@ -289,20 +555,19 @@ fn encode(a: u64, b: u64) -> Bytes {
     framing::encode(&GcdRequest { a, b })
 }
 
-fn decode(message: Bytes) -> Result<u64, Failure> {
+fn decode(message: Bytes) -> Result<u64, CallError> {
+    let broken = |what: String| Err(CallError::Broken(what));
     let length = match framing::message_length(&message) {
-        None => return Err(Failure::Answer("a message shorter than its prefix".into())),
-        Some(Err(err)) => return Err(Failure::Answer(err.to_string())),
+        None => return broken("a message shorter than its prefix".into()),
+        Some(Err(err)) => return broken(err.to_string()),
         Some(Ok(length)) => length,
     };
     if length != message.len() - PREFIX_BYTES {
-        return Err(Failure::Answer(
-            "a message whose length does not match".into(),
-        ));
+        return broken("a message whose length does not match".into());
     }
     GcdResponse::decode(&message[PREFIX_BYTES..])
         .map(|response| response.result)
-        .map_err(|e| Failure::Answer(format!("an undecodable answer ({e})")))
+        .map_err(|e| CallError::Broken(format!("an undecodable answer ({e})")))
 }
 
 /// An HTTP answer other than 200, as the gRPC spec maps it: what a proxy
@@ -355,6 +620,18 @@ fn grpc_timeout_millis(timeout: Duration) -> u64 {
     timeout.as_nanos().div_ceil(1_000_000).clamp(1, 99_999_999) as u64
 }
 
+/// The headers of a call with `grpc-timeout` `millis`.
+fn grpc_headers(millis: u64) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(3);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    headers.insert(GRPC_TIMEOUT, grpc_timeout(millis));
+    headers
+}
+
 /// The `grpc-timeout` value for `millis` (from [`grpc_timeout_millis`]).
 fn grpc_timeout(millis: u64) -> HeaderValue {
     let mut value = BytesMut::with_capacity(9);
@@ -366,11 +643,11 @@ fn grpc_timeout(millis: u64) -> HeaderValue {
 
 /// Takes connection `generation` out of use if it is still the open one,
 /// so the next call connects afresh.
-fn take_out_of_use(open: &Mutex<Open>, generation: u64) {
+fn take_out_of_use(open: &Mutex<Option<Arc<Connection>>>, generation: u64) {
     let mut open = lock(open);
     if open
         .as_ref()
-        .is_some_and(|(number, _)| *number == generation)
+        .is_some_and(|connection| connection.generation == generation)
     {
         *open = None;
     }
@@ -408,7 +685,7 @@ mod tests {
     }
 
     #[test]
-    fn malformed_answers_are_internal_errors() {
+    fn malformed_answers_count_as_a_broken_replica() {
         for bad in [
             &[][..],
             &[0, 0, 0][..],
@@ -416,8 +693,8 @@ mod tests {
             &[0, 0, 0, 0, 3, 8][..], // shorter than it says
             &[0, 0, 0, 0, 1, 8][..], // a truncated varint
         ] {
-            let status = Status::from(decode(Bytes::copy_from_slice(bad)).unwrap_err());
-            assert_eq!(status.code(), Code::Internal, "{bad:?}");
+            let error = decode(Bytes::copy_from_slice(bad)).unwrap_err();
+            assert!(matches!(error, CallError::Broken(_)), "{bad:?}: {error}");
         }
     }
 
@@ -451,8 +728,8 @@ mod tests {
             (404, Code::Internal),
             (500, Code::Internal),
         ] {
-            let status = Status::from(not_grpc(http::StatusCode::from_u16(http).unwrap()));
-            assert_eq!(status.code(), code, "HTTP {http}: {status}");
+            let error = CallError::from(not_grpc(http::StatusCode::from_u16(http).unwrap()));
+            assert_eq!(error.code(), code, "HTTP {http}: {error}");
         }
     }
 
@@ -477,10 +754,11 @@ mod tests {
             .local_addr()
             .unwrap();
         let upstream = Upstream::new(addr, Duration::from_secs(1));
-        let status = upstream
-            .compute(1, 2, Duration::from_secs(1))
+        let timeout = Duration::from_secs(1);
+        let error = upstream
+            .compute(1, 2, Instant::now() + timeout, timeout)
             .await
             .unwrap_err();
-        assert_eq!(status.code(), Code::Unavailable, "{status}");
+        assert!(matches!(error, CallError::Unreachable(_)), "{error}");
     }
 }

@@ -14,7 +14,12 @@ use std::{
 mod common;
 
 use common::{InProcessApi, ScriptedResolver};
-use testkit::{eventually, fake_gcd::SilentGcd, http::get, process::Service};
+use testkit::{
+    eventually,
+    fake_gcd::{Answer, ScriptedReplica, SilentGcd},
+    http::get,
+    process::Service,
+};
 
 const COMPUTED: &str = "gcd_compute_requests_total";
 
@@ -250,4 +255,99 @@ fn replicas_that_appear_or_vanish_are_picked_up_without_restart() {
     assert_eq!(counts(), [40, 25, 25]);
 
     api.stop();
+}
+
+/// A replica advertising `SETTINGS_MAX_CONCURRENT_STREAMS` 0 never gets a
+/// call queued on it: alone, it is answered 503 at once, not at the
+/// deadline (but for the first call, which goes out before the replica's
+/// SETTINGS arrive); beside a healthy replica, every request is served.
+#[test]
+fn a_replica_allowing_no_stream_is_answered_at_once_and_passed_over() {
+    let refusing = ScriptedReplica::with_stream_limit(Answer::Right, 0);
+    let deadline = Duration::from_secs(4);
+    let api = Service::api(
+        &refusing.addr.to_string(),
+        &["--deadline-ms", &deadline.as_millis().to_string()],
+    );
+    let first = get(api.addr, "/gcd/12/18");
+    assert!(matches!(first.status, 503 | 504), "{first:?}");
+    for _ in 0..10 {
+        let started = Instant::now();
+        let response = get(api.addr, "/gcd/12/18");
+        assert_eq!(response.status, 503, "{response:?}");
+        assert!(
+            started.elapsed() < deadline / 2,
+            "answered only after {:?}",
+            started.elapsed()
+        );
+    }
+    drop(api);
+
+    let healthy = Service::gcd(None, &[]);
+    let list = format!("{},{}", refusing.addr, healthy.addr);
+    let api = Service::api(&list, &["--deadline-ms", "2000"]);
+    for _ in 0..50 {
+        assert_ok(api.addr);
+    }
+    assert_eq!(refusing.computes(), 0);
+}
+
+/// An OK status without a message, an oversized answer and an undecodable
+/// one count against the replica: the request is retried on the other
+/// replica, and the broken one is passed over until a health check finds
+/// it serving again.
+#[test]
+fn wrong_answers_are_retried_elsewhere_and_eject_the_replica() {
+    for answer in [
+        Answer::OkWithoutMessage,
+        Answer::Oversized,
+        Answer::Undecodable,
+    ] {
+        let broken = ScriptedReplica::start(answer);
+        let healthy = Service::gcd(None, &[]);
+        let list = format!("{},{}", broken.addr, healthy.addr);
+        let api = Service::api(&list, &[]);
+        for _ in 0..40 {
+            let response = get(api.addr, "/gcd/12/18");
+            assert_eq!(
+                (response.status, response.body.as_str()),
+                (200, r#"{"result":"6"}"#),
+                "{answer:?}"
+            );
+        }
+        let retries = api.metric("api_upstream_retries_total");
+        assert!(retries >= 1, "{answer:?}: no retry");
+        // Passed over once it failed: only health checks (every 2 s) put
+        // it back in turn, not every other request.
+        assert!(
+            broken.computes() <= retries as usize && broken.computes() < 10,
+            "{answer:?}: {} calls reached the broken replica, {retries} retried",
+            broken.computes()
+        );
+    }
+}
+
+/// An ejected replica is probed with a health check of the api's own, in
+/// the background: with a replica that keeps every call waiting (a frozen
+/// process), one request waits for it, is retried elsewhere, and none
+/// after it, over several ejection periods.
+#[test]
+fn no_request_waits_on_a_replica_being_probed() {
+    let replicas = start_replicas(2);
+    let frozen = ScriptedReplica::start(Answer::Never);
+    let list = format!("{},{}", addr_list(&replicas), frozen.addr);
+    let api = Service::api(&list, &["--deadline-ms", "1000"]);
+
+    // One client, one request at a time: only the first request sent to
+    // the frozen replica finds it healthy.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(7) || frozen.health_checks() < 2 {
+        assert_ok(api.addr);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no health checks"
+        );
+    }
+    assert_eq!(frozen.computes(), 1, "requests went to the frozen replica");
+    assert_eq!(api.metric("api_upstream_retries_total"), 1);
 }
