@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
-"""Runs the hostile-client tests (tests/system/test_hostile.py and
-test_hostile_unsent.py) against the shipped static x86_64 binaries and
-writes what each attack did to results/hostile.md: the peak resident memory
-(VmHWM) of each process against its manifest's memory limit, and how long a
+"""Runs the hostile-client tests (tests/system/test_hostile*.py, but for the
+images under podman) against the shipped static x86_64 binaries and writes
+what each attack did to results/hostile.md: the peak resident memory (VmHWM)
+of each process against its manifest's memory limit, and how long a
 legitimate client took to be served while the attack held.
 
 Usage: scripts/hostile-report.py [--bin-dir DIR] [--out FILE]
   --bin-dir  gcd and api to attack (default dist/x86_64-unknown-linux-musl,
              from scripts/build-arm.sh)
   --out      where to write (default results/hostile.md)
-Needs the Python venv of scripts/install-deps.sh. About two minutes.
+Needs the Python venv of scripts/install-deps.sh, and wrk. About four
+minutes.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("PI_GCD_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pi-gcd"))
 # The hostile-client tests against the shipped binaries (not the container
 # ones, which need podman).
-HOSTILE_TESTS = ("tests/system/test_hostile.py", "tests/system/test_hostile_unsent.py")
+HOSTILE_TESTS = (
+    "tests/system/test_hostile.py",
+    "tests/system/test_hostile_unsent.py",
+    "tests/system/test_hostile_replicas.py",
+    "tests/system/test_hostile_nofile.py",
+)
 
 
 def mib(value: int) -> str:

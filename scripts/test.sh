@@ -74,6 +74,7 @@ if [ "$host_only" = 1 ]; then
   cargo build --release --locked -p gcd -p api
   PI_GCD_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/release" "${pytest[@]}" \
     tests/system/test_hostile.py tests/system/test_hostile_unsent.py \
+    tests/system/test_hostile_replicas.py tests/system/test_hostile_nofile.py \
     tests/system/test_sustained_load.py tests/system/test_interop.py
   exit 0
 fi

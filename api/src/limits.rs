@@ -12,7 +12,7 @@ use ops::{
     serve::SocketBuffers,
 };
 
-use crate::balancer::MAX_REPLICAS;
+use crate::{balancer::MAX_REPLICAS, upstream::RECYCLE_AFTER_ABANDONED};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -32,6 +32,11 @@ pub const REQUEST: u64 = 32 * KIB;
 /// One gRPC connection to a gcd replica: h2's buffers and its receive
 /// window ([`crate::upstream::WINDOW`]).
 pub const REPLICA_CONNECTION: u64 = 96 * KIB;
+/// A stream whose call was abandoned at its deadline, which h2 keeps until
+/// the replica reads its reset (measured: 0.4 KiB once its frames are
+/// written; its HEADERS, DATA and RST_STREAM frames when a frozen replica
+/// lets none out).
+pub const ABANDONED_STREAM: u64 = 1536;
 
 /// Kernel buffers of each public connection: a request head fits in a few
 /// segments, a response in one.
@@ -83,6 +88,22 @@ pub fn plan(
         REPLICA_CONNECTION,
     );
     budget.add("requests in flight", max_in_flight as u64, REQUEST);
+    // Each connection is replaced once it has abandoned
+    // RECYCLE_AFTER_ABANDONED streams, and closed when its last call ends,
+    // within a deadline; a request makes at most two calls, so in that
+    // time at most twice the requests in flight are abandoned on the
+    // connections being replaced.
+    let abandoned_on_replaced = 2 * max_in_flight as u64;
+    budget.add(
+        "gcd streams abandoned at their deadline",
+        MAX_REPLICAS as u64 * RECYCLE_AFTER_ABANDONED as u64 + abandoned_on_replaced,
+        ABANDONED_STREAM,
+    );
+    budget.add(
+        "replaced gcd connections, until their last call ends",
+        abandoned_on_replaced / RECYCLE_AFTER_ABANDONED as u64,
+        REPLICA_CONNECTION,
+    );
     let max_connections = budget.share(
         "public connections (with kernel socket buffers)",
         connections,
