@@ -5,9 +5,11 @@
 //!   so tests can make one name stand for several replicas.
 //! - [`balancer`]: keeps one lazily made connection per gcd replica,
 //!   re-resolves periodically, and spreads calls round-robin with a
-//!   deadline and one retry on a different replica (at most 64 replicas).
-//! - [`upstream`]: the `Compute` call on one replica's HTTP/2 connection,
-//!   on the `h2` crate directly, its failures as gRPC statuses.
+//!   deadline and one retry on a different replica (at most 64 replicas);
+//!   a failed replica is passed over until a health check finds it serving.
+//! - [`upstream`]: the `Compute` call (and the health check that probes a
+//!   failed replica) on one replica's HTTP/2 connection, on the `h2` crate
+//!   directly, within the streams the replica allows, its failures typed.
 //! - [`routes`]: the public HTTP contract, its JSON errors, load shedding
 //!   and the metrics of each request; `/gcd` requests skip axum's router.
 //! - [`metrics`]: what the admin port exports.

@@ -33,8 +33,9 @@
 //! then fails as [`CallError::Unreachable`] (a replica allowing none fails
 //! it at once). A stream counts as taken until h2 has seen it end; an
 //! abandoned one stays taken, and a connection that has abandoned
-//! [`RECYCLE_AFTER_ABANDONED`] of them is replaced by a new one and closed,
-//! with everything h2 held for it, once no call is left waiting on it.
+//! [`RECYCLE_AFTER_ABANDONED`] of them (or every stream the replica allows,
+//! if fewer) is replaced by a new one and closed, with everything h2 held
+//! for it, once no call is left waiting on it.
 
 use std::{
     net::SocketAddr,
