@@ -6,7 +6,7 @@
 # root, for one or all platforms:
 #
 #   docker buildx build -f docker/gcd.Dockerfile \
-#     --platform linux/arm/v7,linux/arm64,linux/amd64 -t pi-gcd/gcd:0.1.0 .
+#     --platform linux/arm/v7,linux/arm64,linux/amd64 -t localhost/pi-gcd/gcd:0.1.0 .
 #   buildah bud -f docker/gcd.Dockerfile --platform linux/arm/v7 .
 #
 # A scratch image has no shell to pick the binary with, so one stage per

@@ -111,6 +111,17 @@ def normalized_image(image: str) -> str:
     return f"docker.io/{image}"
 
 
+# Where the archived images are named and what k8s/ runs (xtask's
+# LOCAL_NAMESPACE): a registry host no node can pull from by accident.
+LOCAL_NAMESPACE = "localhost/pi-gcd"
+
+
+def registry_host(image: str) -> str:
+    """The registry a runtime pulls `image` from: a first component with a
+    '.' or ':', or `localhost`, is a host; anything else means Docker Hub."""
+    return normalized_image(image).partition("/")[0]
+
+
 def workspace_version() -> str:
     with (ROOT / "Cargo.toml").open("rb") as stream:
         return tomllib.load(stream)["workspace"]["package"]["version"]
@@ -142,7 +153,7 @@ def find(objects: list[Obj], kind: str, name: str) -> Obj | None:
 
 
 def binary_name(container: dict) -> str:
-    """The service a container runs, from its image: pi-gcd/gcd:0.1.0 -> gcd."""
+    """The service a container runs, from its image: localhost/pi-gcd/gcd:0.1.0 -> gcd."""
     image = container.get("image", "")
     return image.rsplit("/", 1)[-1].split("@")[0].split(":")[0]
 
@@ -589,7 +600,10 @@ def check_labels_and_images(objects: list[Obj], version: str) -> list[str]:
         if labels.get("app.kubernetes.io/version") != version:
             problems.append(f"{w}: pod label app.kubernetes.io/version must be {version}, is {labels.get('app.kubernetes.io/version')}")
         for c in containers(w):
-            expected = f"pi-gcd/{binary_name(c)}:{version}"
+            expected = f"{LOCAL_NAMESPACE}/{binary_name(c)}:{version}"
+            if registry_host(c.get("image", "")) != "localhost":
+                problems.append(f"{w}: container {c['name']} image {c.get('image')} would be pulled from "
+                                f"{registry_host(c.get('image', ''))}, a public registry")
             if c.get("image") != expected:
                 problems.append(f"{w}: container {c['name']} image must be {expected}, is {c.get('image')}")
             if c.get("imagePullPolicy") != "IfNotPresent":

@@ -43,7 +43,7 @@ from conftest import (
     wait_ready,
 )
 
-IMAGE_NAME = "docker.io/pi-gcd/{service}:{version}"
+IMAGE_NAME = km.LOCAL_NAMESPACE + "/{service}:{version}"
 EXPECTED_PLATFORMS = {platform for platform, *_ in TARGETS.values()}
 EXPOSED = {"gcd": {"3000/tcp", "9090/tcp"}, "api": {"8080/tcp", "9091/tcp"}}
 
@@ -363,11 +363,13 @@ def free_loopback_port() -> int:
         return s.getsockname()[1]
 
 
-def registry_get(port: int, path: str, accept: str) -> tuple[int, bytes]:
+def registry_get(port: int, path: str, accept: str, with_headers: bool = False):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         conn.request("GET", path, headers={"Accept": accept})
         response = conn.getresponse()
+        if with_headers:
+            return response.status, response.read(), dict(response.getheaders())
         return response.status, response.read()
     finally:
         conn.close()
@@ -399,9 +401,14 @@ def test_push_to_registry(tmp_path: Path, podman: Podman) -> None:
             assert status == 200, (status, body)
             tags = set(json.loads(body)["tags"])
             assert version in tags and any(t.startswith(f"{version}-") for t in tags), tags
-            status, body = registry_get(port, f"/v2/pi-gcd/{service}/manifests/{version}",
-                                        "application/vnd.oci.image.index.v1+json")
+            status, body, headers = registry_get(port, f"/v2/pi-gcd/{service}/manifests/{version}",
+                                                 "application/vnd.oci.image.index.v1+json", with_headers=True)
             assert status == 200, (status, body)
+            # What render-manifests.sh pins: the digest the registry serves.
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+            assert headers.get("Docker-Content-Digest") == digest, headers
+            pushed = require_dist() / "images" / f"{service}.pushed"
+            assert pushed.read_text() == f"127.0.0.1:{port}/pi-gcd/{service}:{version}@{digest}\n"
             index = json.loads(body)
             assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
             platforms = [platform_of(m) for m in index["manifests"]]
@@ -412,9 +419,22 @@ def test_push_to_registry(tmp_path: Path, podman: Podman) -> None:
         inspect = json.loads(podman.run("image", "inspect", image))[0]
         assert inspect["Architecture"] == "arm64"
         assert inspect["Config"]["Entrypoint"] == ["/gcd"]
+        # The manifests rendered for this registry name exactly that image.
+        out = tmp_path / "k8s"
+        done = subprocess.run([str(REPO / "scripts" / "render-manifests.sh"), "--registry",
+                               f"127.0.0.1:{port}/pi-gcd", "--out", str(out)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        images = {c["image"] for w in km.workloads(km.load(out)) for c in km.containers(w)}
+        assert images == {(require_dist() / "images" / f"{s}.pushed").read_text().strip() for s in SERVICES}
+        pulled = podman.run("pull", "-q", "--tls-verify=false", "--platform", "linux/arm/v7",
+                            next(i for i in images if "/api:" in i))
+        assert json.loads(podman.run("image", "inspect", pulled))[0]["Architecture"] == "arm"
     finally:
         server.terminate()
         server.wait(timeout=30)
+        for service in SERVICES:  # a record of a registry that is gone
+            (require_dist() / "images" / f"{service}.pushed").unlink(missing_ok=True)
 
 
 # --- the manifests name these images ------------------------------------------------------

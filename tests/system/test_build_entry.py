@@ -24,12 +24,13 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SERVICES, TARGETS, require_dist, require_file
-from k8s_manifests import workspace_version
+from k8s_manifests import LOCAL_NAMESPACE, workspace_version
 
 STANDINS = Path(__file__).resolve().parent / "standins"
 EPOCH = "1700000000"
 CREATED = "2023-11-14T22:13:20Z"
 PLATFORMS = "linux/arm/v7,linux/arm64,linux/amd64"
+DIGEST = "sha256:" + "d1" * 32
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,7 @@ class Laptop:
             "SOURCE_DATE_EPOCH": EPOCH,
             "STANDIN_RECORD": str(self.record),
             "STANDIN_DIST": str(dist),
+            "STANDIN_DIGEST": DIGEST,
         }
         if "PI_GCD_CACHE" in os.environ:  # where the xtask looks for zig; not used on this route
             self.env["PI_GCD_CACHE"] = os.environ["PI_GCD_CACHE"]
@@ -96,10 +98,10 @@ def expected_cross_argv() -> list[list[str]]:
     return [["build", "--release", "--locked", "-p", "gcd", "-p", "api", "--target", target] for target in TARGETS]
 
 
-def expected_buildx_argv(service: str, revision: str, output: list[str]) -> list[str]:
+def expected_buildx_argv(service: str, revision: str, output: list[str], builder: list[str] = []) -> list[str]:
     version = workspace_version()
     return [
-        "buildx", "build", "--platform", PLATFORMS, "-f", f"docker/{service}.Dockerfile",
+        "buildx", "build", *builder, "--platform", PLATFORMS, "-f", f"docker/{service}.Dockerfile",
         "--build-arg", f"VERSION={version}", "--build-arg", f"REVISION={revision}",
         "--build-arg", "SOURCE=https://github.com/pi-gcd/pi-gcd", "--build-arg", f"CREATED={CREATED}",
         "--build-arg", f"SOURCE_DATE_EPOCH={EPOCH}", "--provenance=false", "--sbom=false",
@@ -132,7 +134,7 @@ def check_archive_route(laptop: Laptop) -> None:
     docker = laptop.calls("docker")
     assert [c["argv"] for c in docker] == [
         expected_buildx_argv(service, revision, [
-            "--output", f"type=oci,dest=dist/images/{service}.oci.tar,name=docker.io/pi-gcd/{service}:{version}"])
+            "--output", f"type=oci,dest=dist/images/{service}.oci.tar,name={LOCAL_NAMESPACE}/{service}:{version}"])
         for service in SERVICES
     ]
     assert all(c["SOURCE_DATE_EPOCH"] == EPOCH and Path(c["cwd"]) == laptop.workspace for c in docker)
@@ -173,12 +175,44 @@ def test_cross_route_pushes_both_tags_of_each_image(workspace: Path, xtask_targe
     assert [c["argv"] for c in laptop.calls("docker")] == [
         expected_buildx_argv(service, revision, [
             "--tag", f"registry.lan:5000/{service}:{version}",
-            "--tag", f"registry.lan:5000/{service}:{version}-{revision}", "--push"])
+            "--tag", f"registry.lan:5000/{service}:{version}-{revision}", "--push",
+            "--metadata-file", f"dist/images/{service}.push.json"])
         for service in SERVICES
     ]
-    # Nothing archived; the SBOMs are written all the same.
-    assert sorted(p.name for p in (workspace / "dist" / "images").iterdir()) == sbom_names()
+    # Nothing archived; the SBOMs are written all the same, and what was
+    # pushed, for render-manifests.sh to pin.
+    images = workspace / "dist" / "images"
+    assert sorted(p.name for p in images.iterdir()) == sorted(
+        sbom_names() + [f"{service}.pushed" for service in SERVICES])
+    for service in SERVICES:
+        assert (images / f"{service}.pushed").read_text() == f"registry.lan:5000/{service}:{version}@{DIGEST}\n"
+    assert "scripts/render-manifests.sh --registry registry.lan:5000" in done.stderr, done.stderr
     assert_sboms_match_the_daemonless_ones(laptop)
+
+
+def test_cross_route_pushes_to_a_plain_http_registry(workspace: Path, xtask_target_dir: Path, tmp_path: Path) -> None:
+    """--insecure on the buildx route: BuildKit ignores the docker daemon's
+    insecure-registries, so a builder of its own is made with a buildkitd
+    config saying `http = true` for the registry (docs/building-for-pi.md)."""
+    laptop = Laptop(workspace, xtask_target_dir, tmp_path)
+    laptop.env["PI_GCD_CACHE"] = str(tmp_path / "cache")
+    done = laptop.run("--registry", "registry.lan:5000/pi", "--insecure")
+    assert done.returncode == 0, done.stderr
+    revision, version = revision_of(workspace), workspace_version()
+    config = tmp_path / "cache" / "buildkitd-http.toml"
+    assert [c["argv"] for c in laptop.calls("docker")] == [
+        ["buildx", "rm", "pi-gcd-http"],
+        ["buildx", "create", "--name", "pi-gcd-http", "--driver", "docker-container", "--driver-opt", "network=host",
+         "--buildkitd-config", str(config)],
+        *[expected_buildx_argv(service, revision, [
+            "--tag", f"registry.lan:5000/pi/{service}:{version}",
+            "--tag", f"registry.lan:5000/pi/{service}:{version}-{revision}", "--push",
+            "--metadata-file", f"dist/images/{service}.push.json"], builder=["--builder", "pi-gcd-http"])
+          for service in SERVICES],
+    ]
+    import tomllib
+    [written] = laptop.calls("buildkitd.toml")
+    assert tomllib.loads(written["text"]) == {"registry": {"registry.lan:5000": {"http": True, "insecure": True}}}
 
 
 def test_bsd_userland_builds_the_same(workspace: Path, xtask_target_dir: Path, tmp_path: Path) -> None:
@@ -202,7 +236,7 @@ def test_dry_run_prints_the_route_and_every_command_and_runs_none(workspace: Pat
         assert f"CARGO_TARGET_DIR={workspace / 'target'} \\\ncross {' '.join(argv)}\n" in done.stdout, done.stdout
     for service in SERVICES:
         assert any(line.startswith(f"docker buildx build --platform {PLATFORMS} -f docker/{service}.Dockerfile")
-                   and line.endswith(f"dest=dist/images/{service}.oci.tar,name=docker.io/pi-gcd/{service}:"
+                   and line.endswith(f"dest=dist/images/{service}.oci.tar,name={LOCAL_NAMESPACE}/{service}:"
                                      f"{workspace_version()} .") for line in lines), done.stdout
 
 

@@ -6,6 +6,9 @@ memory and prove each kind of mistake is caught."""
 from __future__ import annotations
 
 import copy
+import os
+import re
+import shutil
 import subprocess
 
 import pytest
@@ -278,8 +281,12 @@ MUTATIONS = {
         "GCD_ADDR must be gcd-service:3000",
     ),
     "image tag behind the workspace version": (
-        lambda o: _container(o, "gcd").update({"image": "pi-gcd/gcd:0.0.9"}),
-        "image must be pi-gcd/gcd:",
+        lambda o: _container(o, "gcd").update({"image": "localhost/pi-gcd/gcd:0.0.9"}),
+        "image must be localhost/pi-gcd/gcd:",
+    ),
+    "image name that means Docker Hub": (
+        lambda o: _container(o, "api").update({"image": "pi-gcd/api:0.1.0"}),
+        "would be pulled from docker.io, a public registry",
     ),
     "namespace created after its objects": (
         _move_namespace_last,
@@ -317,15 +324,28 @@ def test_schema_check_catches(objects, mutation, expected):
 # ---------------------------------------------------------------- rendered for a registry
 
 
-def test_rendered_for_a_registry(tmp_path, binaries, version):
+STANDINS = km.ROOT / "tests" / "system" / "standins"
+
+
+def render(*args: str, bsd: bool = False) -> subprocess.CompletedProcess:
+    """scripts/render-manifests.sh as a user runs it; with `bsd`, macOS's
+    BSD date, stat, touch, sed and readlink first on PATH (standins/bsd/)."""
+    env = {k: v for k, v in os.environ.items() if k != "REGISTRY"}
+    if bsd:
+        env["PATH"] = os.pathsep.join([str(STANDINS / "bsd"), env.get("PATH", "/usr/bin:/bin")])
+    return subprocess.run([str(km.ROOT / "scripts/render-manifests.sh"), *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("bsd", [False, True], ids=["gnu", "bsd"])
+def test_rendered_for_a_registry(tmp_path, binaries, version, bsd):
     """scripts/render-manifests.sh changes the image names (and, when asked,
-    the version) and nothing else; the result passes every check."""
+    the version) and nothing else; the result passes every check; with the
+    BSD tools as on a Mac, too."""
     out = tmp_path / "k8s"
     registry = "registry.lan:5000/pi"
-    subprocess.run(
-        [str(km.ROOT / "scripts/render-manifests.sh"), "--registry", registry, "--out", str(out)],
-        check=True, timeout=60,
-    )
+    done = render("--registry", registry, "--out", str(out), bsd=bsd)
+    assert done.returncode == 0, done.stderr
     original, rendered = km.load(), km.load(out)
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in km.K8S_DIR.iterdir())
     images = sorted(c["image"] for w in km.workloads(rendered) for c in km.containers(w))
@@ -333,24 +353,60 @@ def test_rendered_for_a_registry(tmp_path, binaries, version):
     for before, after in zip(original, rendered, strict=True):
         for w in km.workloads([after]):
             for c in km.containers(w):
-                c["image"] = f"pi-gcd/{km.binary_name(c)}:{version}"
+                c["image"] = f"{km.LOCAL_NAMESPACE}/{km.binary_name(c)}:{version}"
         assert before.body == after.body, f"{after}: more than the image changed"
     assert_none(km.schema_problems(rendered, OLDEST_SUPPORTED))
 
     other = tmp_path / "k8s-next"
-    subprocess.run(
-        [str(km.ROOT / "scripts/render-manifests.sh"), "--version", "9.8.7", "--out", str(other)],
-        check=True, timeout=60,
-    )
+    done = render("--version", "9.8.7", "--out", str(other), bsd=bsd)
+    assert done.returncode == 0, done.stderr
     next_version = km.load(other)
     assert_none(km.check_all(next_version, binaries, "9.8.7"))
 
 
-@pytest.mark.parametrize("args", [["--registry", "bad registry"], ["--version", "1.0/x"], ["--bogus"]])
+def test_rendered_images_are_pinned_by_the_recorded_push(tmp_path, version):
+    """After `build-arm.sh --registry REG` recorded a push in
+    dist/images/<service>.pushed, the rendered image carries its digest;
+    a record of another registry or version is not used."""
+    workspace = tmp_path / "ws"
+    shutil.copytree(km.ROOT, workspace, symlinks=True,
+                    ignore=shutil.ignore_patterns("target", "dist", ".git", "__pycache__", ".pytest_cache"))
+    (workspace / "dist" / "images").mkdir(parents=True)
+    digest = "sha256:" + "5e" * 32
+    (workspace / "dist" / "images" / "gcd.pushed").write_text(f"registry.lan:5000/gcd:{version}@{digest}\n")
+    (workspace / "dist" / "images" / "api.pushed").write_text(f"other.lan/api:{version}@{digest}\n")
+    env = {k: v for k, v in os.environ.items() if k != "REGISTRY"}
+    env.setdefault("CARGO_TARGET_DIR", str(km.ROOT / "target"))
+    done = subprocess.run([str(workspace / "scripts/render-manifests.sh"), "--registry", "registry.lan:5000"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rendered = km.load(workspace / "dist" / "k8s")
+    images = {km.binary_name(c): c["image"] for w in km.workloads(rendered) for c in km.containers(w)}
+    assert images == {"gcd": f"registry.lan:5000/gcd:{version}@{digest}", "api": f"registry.lan:5000/api:{version}"}
+    assert "by tag only" in done.stderr, done.stderr
+
+
+def test_no_image_name_resolves_to_a_public_registry():
+    """Every image name the project writes (manifests, docs, Dockerfiles,
+    scripts) is under localhost/ or a registry the user names: a short name
+    like pi-gcd/gcd would mean docker.io/pi-gcd/gcd, a stranger's."""
+    names = re.compile(r"(?<![\w./:{}-])((?:[\w.:{}-]+/)*pi-gcd/(?:gcd|api|\{gcd,api\}))(?=[:@])")
+    places = [km.ROOT / "README.md", *sorted((km.ROOT / "docs").glob("*.md")), *sorted(km.K8S_DIR.glob("*.yaml")),
+              *sorted((km.ROOT / "docker").glob("*")), *sorted((km.ROOT / "xtask" / "src").glob("*.rs"))]
+    found = 0
+    for path in places:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            for match in names.finditer(line):
+                found += 1
+                host = km.registry_host(match.group(1))
+                assert host != "docker.io" or match.group(1).startswith("docker.io/"), \
+                    f"{path.relative_to(km.ROOT)}:{number}: {match.group(1)} means Docker Hub"
+    assert found >= 4, "the image names were not found at all"
+    for image in (c["image"] for w in km.workloads(km.load()) for c in km.containers(w)):
+        assert km.registry_host(image) == "localhost", image
+
+
 def test_render_rejects_bad_input(tmp_path, args):
-    result = subprocess.run(
-        [str(km.ROOT / "scripts/render-manifests.sh"), *args, "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode != 0
+    result = render(*args, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
     assert not (tmp_path / "out").exists()

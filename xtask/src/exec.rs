@@ -76,6 +76,24 @@ fn run(step: &Step) -> Result<(), Error> {
             fs::remove_file(from)
                 .map_err(|e| Error::io(format!("removing {}", from.display()), e))?;
         }
+        Step::RemoveFile(file) => remove_file(file)?,
+        Step::RecordDigest {
+            from,
+            to,
+            reference,
+        } => {
+            let text = fs::read_to_string(from)
+                .map_err(|e| Error::io(format!("reading {}", from.display()), e))?;
+            let digest = pushed_digest(&text).ok_or_else(|| Error::MissingFile {
+                path: from.display().to_string(),
+                hint: format!("the push of {reference} reported no sha256 digest in it"),
+            })?;
+            let tmp = to.with_extension("tmp");
+            fs::write(&tmp, format!("{reference}@{digest}\n"))
+                .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+            rename(&tmp, to)?;
+            remove_file(from)?;
+        }
         Step::RemoveFromEach { dir, name } => {
             let entries = fs::read_dir(dir)
                 .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
@@ -91,6 +109,32 @@ fn run(step: &Step) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+fn remove_file(file: &Path) -> Result<(), Error> {
+    match fs::remove_file(file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io(format!("removing {}", file.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The digest a push reported: a digest file's whole text (buildah), or the
+/// `containerimage.digest` of a buildx metadata file, which for a
+/// multi-platform push is the index's.
+pub fn pushed_digest(text: &str) -> Option<String> {
+    let candidate = match text.split_once("\"containerimage.digest\"") {
+        Some((_, rest)) => rest
+            .trim_start()
+            .strip_prefix(':')?
+            .trim_start()
+            .strip_prefix('"')?
+            .split('"')
+            .next()?,
+        None => text.trim(),
+    };
+    crate::render::is_digest(candidate).then(|| candidate.to_string())
 }
 
 fn rename(from: &Path, to: &Path) -> Result<(), Error> {
@@ -190,6 +234,16 @@ pub fn describe(step: &Step) -> Option<String> {
                 quote(&from)
             )
         }
+        Step::RemoveFile(file) => format!("rm -f {}", quote(&file.display().to_string())),
+        Step::RecordDigest {
+            from,
+            to,
+            reference,
+        } => format!(
+            "# record {reference}@<the digest in {}> in {}",
+            from.display(),
+            to.display()
+        ),
         Step::RemoveFromEach { dir, name } => {
             format!(
                 "rm -f {}/*/{}",
@@ -258,6 +312,52 @@ mod tests {
             shell_line(&cmd),
             "BUILDAH_ISOLATION=chroot \\\nbuildah manifest rm 'x y' >/dev/null 2>/dev/null || true"
         );
+    }
+
+    #[test]
+    fn a_push_reports_its_digest_in_either_form() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(pushed_digest(&format!("{digest}\n")), Some(digest.clone()));
+        let buildx = format!(
+            "{{\n  \"buildx.build.ref\": \"b/b/x\",\n  \"containerimage.descriptor\": {{\"digest\": \"sha256:{}\"}},\n  \
+             \"containerimage.digest\": \"{digest}\",\n  \"image.name\": \"r/gcd:0.1.0\"\n}}",
+            "cd".repeat(32)
+        );
+        assert_eq!(pushed_digest(&buildx), Some(digest.clone()));
+        assert_eq!(pushed_digest(""), None);
+        assert_eq!(
+            pushed_digest("{\"containerimage.digest\": \"sha256:12\"}"),
+            None
+        );
+        assert_eq!(pushed_digest("{\"image.name\": \"x\"}"), None);
+
+        let dir = std::env::temp_dir().join(format!("xtask-digest-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let (from, to) = (dir.join("gcd.push.json"), dir.join("gcd.pushed"));
+        fs::write(&from, &buildx).unwrap();
+        let record = Step::RecordDigest {
+            from: from.clone(),
+            to: to.clone(),
+            reference: "r.lan/gcd:0.1.0".into(),
+        };
+        run_all(std::slice::from_ref(&record), false).unwrap();
+        assert_eq!(
+            fs::read_to_string(&to).unwrap(),
+            format!("r.lan/gcd:0.1.0@{digest}\n")
+        );
+        assert!(!from.exists());
+        fs::write(&from, "{}").unwrap();
+        assert!(matches!(
+            run_all(&[record], false),
+            Err(Error::MissingFile { .. })
+        ));
+        run_all(
+            &[Step::RemoveFile(to.clone()), Step::RemoveFile(to.clone())],
+            false,
+        )
+        .unwrap();
+        assert!(!to.exists());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

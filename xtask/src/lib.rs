@@ -3,16 +3,18 @@
 //! behaves the same on Linux (GNU tools) and macOS (BSD tools): nothing here
 //! calls `date`, `stat`, `touch` or `sed`.
 //!
-//! One task, `build-arm`, the logic of `scripts/build-arm.sh`. Everything but
-//! running commands is a plain function, so route choice and command lines
-//! are unit tested:
+//! Two tasks: `build-arm`, the logic of `scripts/build-arm.sh`, and
+//! `render-manifests` ([`render`]), that of `scripts/render-manifests.sh`.
+//! Everything but running commands is a plain function, so route choice,
+//! command lines and the rendered manifests are unit tested:
 //!
 //! - [`options`]: flags and environment -> [`options::Options`];
 //! - [`meta`]: version, git revision and dates stamped into the images;
 //! - [`machine`]: which tools this machine has (the only probing);
 //! - [`route`]: which route fits, and why;
 //! - [`plan`]: every step of the chosen route, as data;
-//! - [`exec`]: runs the steps, or prints them for `--dry-run`.
+//! - [`exec`]: runs the steps, or prints them for `--dry-run`;
+//! - [`render`]: `k8s/` rewritten for a registry.
 
 pub mod error;
 pub mod exec;
@@ -20,16 +22,18 @@ pub mod machine;
 pub mod meta;
 pub mod options;
 pub mod plan;
+pub mod render;
 pub mod route;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 pub use error::Error;
 use options::{Options, Parsed};
 
-const USAGE: &str = "usage: cargo xtask build-arm [options]   (see --help)";
+const USAGE: &str = "usage: cargo xtask build-arm [options]          (see build-arm --help)
+       cargo xtask render-manifests [options]   (see render-manifests --help)";
 
 /// Runs the task named by `args[0]` and maps the outcome to an exit code:
 /// 0 done, 1 failed, 2 bad usage.
@@ -44,6 +48,18 @@ pub fn main(args: Vec<String>) -> ExitCode {
                     Ok(())
                 }
                 Parsed::Run(opts) => build_arm(&opts, &env),
+            })
+        }
+        Some("render-manifests") => {
+            let env = |name: &str| std::env::var(name).ok();
+            render::parse(args, &env).and_then(|parsed| match parsed {
+                render::ParsedRender::Help => {
+                    print!("{}", render::HELP);
+                    Ok(())
+                }
+                render::ParsedRender::Run(opts) => {
+                    workspace_root(&env).and_then(|root| render::run(&opts, &root))
+                }
             })
         }
         Some("-h" | "--help") | None => {
@@ -62,10 +78,10 @@ pub fn main(args: Vec<String>) -> ExitCode {
 }
 
 /// `build-arm`: probe, choose a route, plan it, run (or print) the plan.
-pub fn build_arm(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<(), Error> {
-    // The workspace root, whatever directory cargo was run in (`cargo run`
-    // tells the xtask its manifest directory); every command and relative
-    // path is taken from there.
+/// The workspace root, whatever directory cargo was run in (`cargo run`
+/// tells the xtask its manifest directory), made the current directory:
+/// every command and relative path is taken from there.
+fn workspace_root(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, Error> {
     let root = match env("CARGO_MANIFEST_DIR") {
         Some(dir) => Path::new(&dir)
             .parent()
@@ -75,6 +91,11 @@ pub fn build_arm(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result
     };
     std::env::set_current_dir(&root)
         .map_err(|e| Error::io(format!("entering {}", root.display()), e))?;
+    Ok(root)
+}
+
+pub fn build_arm(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<(), Error> {
+    let root = workspace_root(env)?;
     let meta = meta::Meta::read(&root, env)?;
     let machine = machine::Machine::probe(opts, env);
     let choice = route::choose(opts, &machine)?;
@@ -134,13 +155,18 @@ pub fn build_arm(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result
         exec::run_all(&plan::images(&ctx), opts.dry_run)?;
         if !opts.dry_run {
             match &opts.registry {
-                Some(registry) => exec::log(&format!(
-                    "pushed after {}s: {registry}/{{gcd,api}}:{} and :{}-{}",
-                    started.elapsed().as_secs(),
-                    meta.version,
-                    meta.version,
-                    meta.revision
-                )),
+                Some(registry) => {
+                    exec::log(&format!(
+                        "pushed after {}s: {registry}/{{gcd,api}}:{} and :{}-{}",
+                        started.elapsed().as_secs(),
+                        meta.version,
+                        meta.version,
+                        meta.revision
+                    ));
+                    exec::log(&format!(
+                        "manifests naming them by digest: scripts/render-manifests.sh --registry {registry}"
+                    ));
+                }
                 None => {
                     exec::log(&format!("images after {}s:", started.elapsed().as_secs()));
                     for service in options::SERVICES {

@@ -15,6 +15,10 @@ pub const TARGETS: [&str; 3] = [
 /// Image platforms, one per target in the same order.
 pub const PLATFORMS: [&str; 3] = ["linux/arm/v7", "linux/arm64", "linux/amd64"];
 pub const SERVICES: [&str; 2] = ["gcd", "api"];
+/// Where the archived images are named, and what k8s/ runs: `localhost` is
+/// a registry host no node can pull from by accident, unlike a short name
+/// (`pi-gcd/gcd` means `docker.io/pi-gcd/gcd`, a stranger's namespace).
+pub const LOCAL_NAMESPACE: &str = "localhost/pi-gcd";
 
 pub const HELP: &str = "\
 Builds gcd and api for the Raspberry Pi and packs them into images.
@@ -30,16 +34,23 @@ Usage: scripts/build-arm.sh [options]      (or: cargo xtask build-arm [options])
      docker/api.Dockerfile:
        with a registry: pushed as REGISTRY/gcd:VERSION and
          REGISTRY/gcd:VERSION-REV (likewise api);
+         and dist/images/{gcd,api}.pushed recording the digest pushed,
+         which `scripts/render-manifests.sh --registry REGISTRY` pins;
        without one: written to dist/images/gcd.oci.tar and
-         dist/images/api.oci.tar, named docker.io/pi-gcd/gcd:VERSION and
-         docker.io/pi-gcd/api:VERSION (what `image: pi-gcd/gcd:VERSION` in
-         a manifest means), ready for `k3s ctr images import FILE`.
+         dist/images/api.oci.tar, named localhost/pi-gcd/gcd:VERSION and
+         localhost/pi-gcd/api:VERSION, the names k8s/ uses, ready for
+         `k3s ctr images import FILE`. `localhost/` is no public
+         registry: a node that lacks the import fails to pull (and shows
+         ErrImagePull) instead of pulling someone else's image.
 
 Options:
-  --registry REG   push to REG (e.g. registry.lan:5000 or docker.io/me);
-                   env REGISTRY
+  --registry REG   push to REG, a host with an optional port and path
+                   (registry.lan:5000, ghcr.io/me, docker.io/me); env
+                   REGISTRY
   --insecure       the registry speaks plain HTTP (a LAN registry without
-                   TLS; buildah only, docker needs it in its daemon config)
+                   TLS): buildah pushes with --tls-verify=false; docker
+                   buildx builds on a builder of its own, pi-gcd-http,
+                   whose BuildKit config says `http = true` for it
   --route ROUTE    auto (default), cross (cross + docker buildx) or
                    daemonless (Debian rustc-web + zig + buildah); env
                    PI_GCD_ROUTE
@@ -108,8 +119,51 @@ pub enum Parsed {
     Help,
 }
 
-fn usage(message: impl Into<String>) -> Error {
+pub(crate) fn usage(message: impl Into<String>) -> Error {
     Error::Usage(format!("{} (see --help)", message.into()))
+}
+
+/// A registry as `--registry` takes it: `host[:port][/path]`, without the
+/// trailing slash. The host must look like one (a dot, a port or
+/// `localhost`): `me/gcd` would silently mean Docker Hub's `docker.io/me/gcd`.
+pub fn check_registry(value: &str) -> Result<String, Error> {
+    let registry = value.trim_end_matches('/');
+    let (host, path) = registry.split_once('/').unwrap_or((registry, ""));
+    let (name, port) = host.split_once(':').unwrap_or((host, ""));
+    let host_ok = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+        && (port.is_empty() || port.parse::<u16>().is_ok_and(|p| p > 0))
+        && (host.contains(':') || host.contains('.') || name == "localhost");
+    let component_ok = |c: &str| {
+        let edge =
+            |ch: Option<char>| ch.is_some_and(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit());
+        edge(c.chars().next())
+            && edge(c.chars().last())
+            && c.chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+    };
+    let path_ok = path.is_empty() || path.split('/').all(component_ok);
+    if host_ok && path_ok {
+        Ok(registry.to_string())
+    } else if !host.contains(['.', ':']) && host_ok_chars(host) {
+        Err(usage(format!(
+            "--registry '{value}' names no registry host, so it would mean Docker Hub: \
+             write docker.io/{registry} for that, or host[:port][/path]"
+        )))
+    } else {
+        Err(usage(format!(
+            "--registry '{value}' is not a registry: host[:port][/path], e.g. registry.lan:5000"
+        )))
+    }
+}
+
+fn host_ok_chars(host: &str) -> bool {
+    !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 fn parse_route(value: &str) -> Result<RouteRequest, Error> {
@@ -170,14 +224,7 @@ pub fn parse(
             "--binaries-only and --images-only exclude each other",
         ));
     }
-    let registry = match registry.map(|r| r.trim_end_matches('/').to_string()) {
-        Some(r) if r.is_empty() || r.contains(char::is_whitespace) => {
-            return Err(usage(format!(
-                "--registry '{r}' is not a registry (e.g. registry.lan:5000)"
-            )));
-        }
-        other => other,
-    };
+    let registry = registry.map(|r| check_registry(&r)).transpose()?;
 
     let targets: Vec<String> = match set("PI_GCD_TARGETS") {
         Some(list) => list.split_whitespace().map(str::to_string).collect(),
@@ -222,7 +269,7 @@ pub fn parse(
         target_dir: set("PI_GCD_TARGET_DIR").map(PathBuf::from),
         rustflags: set("PI_GCD_RUSTFLAGS").unwrap_or_default(),
         std_features: set("PI_GCD_STD_FEATURES").unwrap_or_default(),
-        image_namespace: set("IMAGE_NAMESPACE").unwrap_or_else(|| "docker.io/pi-gcd".into()),
+        image_namespace: set("IMAGE_NAMESPACE").unwrap_or_else(|| LOCAL_NAMESPACE.into()),
         cache,
     })))
 }
@@ -264,7 +311,7 @@ pub(crate) mod tests {
         assert_eq!(opts.dist, PathBuf::from("dist"));
         assert_eq!(opts.cache, PathBuf::from("/home/pi/.cache/pi-gcd"));
         assert_eq!(opts.registry, None);
-        assert_eq!(opts.image_namespace, "docker.io/pi-gcd");
+        assert_eq!(opts.image_namespace, "localhost/pi-gcd");
     }
 
     #[test]
@@ -323,6 +370,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_registry_names_its_host() {
+        for good in [
+            "registry.lan:5000",
+            "registry.lan:5000/",
+            "localhost:5000/pi-gcd",
+            "localhost",
+            "ghcr.io/me",
+            "docker.io/me/pi-gcd",
+            "127.0.0.1:5000/a.b_c-d",
+        ] {
+            assert_eq!(
+                check_registry(good).unwrap(),
+                good.trim_end_matches('/'),
+                "{good}"
+            );
+        }
+        let hub = check_registry("me").unwrap_err().to_string();
+        assert!(hub.contains("docker.io/me"), "{hub}");
+        for bad in [
+            "", "a b", "-x.lan", "x.lan:0", "x.lan/UP", "x.lan//y", "x.lan/y-",
+        ] {
+            assert!(check_registry(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
     fn bad_usage_is_a_usage_error() {
         let home = [("HOME", "/h")];
         for args in [
@@ -330,6 +403,10 @@ pub(crate) mod tests {
             &["--route"],
             &["--registry"],
             &["--registry", ""],
+            &["--registry", "bad registry"],
+            &["--registry", "me"],
+            &["--registry", "registry.lan:http"],
+            &["--registry", "registry.lan/Me"],
             &["--frobnicate"],
             &["--dry-run=yes"],
             &["--binaries-only", "--images-only"],

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::machine::Machine;
 use crate::meta::Meta;
 use crate::options::{Options, PLATFORMS, SERVICES, TARGETS};
+use crate::render::pushed_path;
 use crate::route::{Choice, ImageTool, Route};
 
 /// A command line, run from the workspace root.
@@ -78,6 +79,16 @@ pub enum Step {
     },
     MakeDir(PathBuf),
     RemoveDir(PathBuf),
+    /// Remove a file that may not exist.
+    RemoveFile(PathBuf),
+    /// Read the digest a push wrote to `from` (buildah's `--digestfile`, or
+    /// buildx's `--metadata-file` JSON), write `reference@digest` to `to`
+    /// for `render-manifests`, and remove `from`.
+    RecordDigest {
+        from: PathBuf,
+        to: PathBuf,
+        reference: String,
+    },
     /// Move a file, replacing each `(from, to)` string in its text (the
     /// build machine's paths out of an SBOM).
     Rewrite {
@@ -280,13 +291,73 @@ pub fn images(ctx: &Context) -> Vec<Step> {
     }
     steps.push(Step::MakeDir(ctx.opts.dist.join("images")));
     steps.extend(sboms(ctx));
+    let builder = match (ctx.choice.image_tool, &ctx.opts.registry) {
+        (ImageTool::Buildx, Some(registry)) if !ctx.opts.tls_verify => {
+            steps.extend(http_builder(ctx.opts, registry));
+            Some(HTTP_BUILDER)
+        }
+        _ => None,
+    };
     for service in SERVICES {
         match ctx.choice.image_tool {
-            ImageTool::Buildx => steps.push(Step::Run(buildx(ctx, service))),
+            ImageTool::Buildx => steps.extend(buildx(ctx, service, builder)),
             ImageTool::Buildah => steps.extend(buildah(ctx, service)),
         }
     }
     steps
+}
+
+/// The buildx builder that pushes to a plain-HTTP registry.
+pub const HTTP_BUILDER: &str = "pi-gcd-http";
+
+/// BuildKit's configuration for a registry over plain HTTP.
+pub fn buildkitd_config_path(opts: &Options) -> PathBuf {
+    opts.cache.join("buildkitd-http.toml")
+}
+
+/// A `docker-container` builder whose BuildKit speaks plain HTTP to the
+/// registry. BuildKit pushes by itself and ignores the docker daemon's
+/// `insecure-registries`; `--insecure` has to reach it through its own
+/// configuration, given to `docker buildx create`. The builder shares the
+/// host's network, so the registry's name and address mean what they mean
+/// on the host (`localhost:5000` included). Made afresh each run, so a
+/// changed registry takes effect.
+fn http_builder(opts: &Options, registry: &str) -> Vec<Step> {
+    let host = registry.split('/').next().unwrap_or(registry);
+    let config = buildkitd_config_path(opts);
+    vec![
+        Step::MakeDir(opts.cache.clone()),
+        Step::Write {
+            path: config.clone(),
+            contents: format!(
+                "# BuildKit configuration of the {HTTP_BUILDER} builder \
+                 (scripts/build-arm.sh --insecure):\n\
+                 # push to {host} over plain HTTP.\n\
+                 [registry.\"{host}\"]\n  http = true\n  insecure = true\n"
+            ),
+            executable: false,
+        },
+        Step::Run(
+            Cmd::new("docker", ["buildx", "rm", HTTP_BUILDER])
+                .quiet()
+                .may_fail(),
+        ),
+        Step::Run(Cmd::new(
+            "docker",
+            [
+                "buildx",
+                "create",
+                "--name",
+                HTTP_BUILDER,
+                "--driver",
+                "docker-container",
+                "--driver-opt",
+                "network=host",
+                "--buildkitd-config",
+                &path(&config),
+            ],
+        )),
+    ]
 }
 
 /// The name cargo-cyclonedx gives its output, in each workspace member.
@@ -350,14 +421,15 @@ fn build_args(meta: &Meta) -> Vec<String> {
     .collect()
 }
 
-fn buildx(ctx: &Context, service: &str) -> Cmd {
+fn buildx(ctx: &Context, service: &str, builder: Option<&str>) -> Vec<Step> {
     let (opts, meta) = (ctx.opts, ctx.meta);
     let epoch = meta.source_date_epoch.to_string();
-    let mut cmd = Cmd::new(
-        "docker",
-        ["buildx", "build", "--platform", &PLATFORMS.join(","), "-f"],
-    )
-    .env("SOURCE_DATE_EPOCH", &epoch);
+    let mut cmd = Cmd::new("docker", ["buildx", "build"]).env("SOURCE_DATE_EPOCH", &epoch);
+    if let Some(builder) = builder {
+        cmd.args.extend(["--builder".into(), builder.to_string()]);
+    }
+    cmd.args
+        .extend(["--platform".to_string(), PLATFORMS.join(","), "-f".into()]);
     cmd.args.push(format!("docker/{service}.Dockerfile"));
     cmd.args.extend(build_args(meta));
     cmd.args
@@ -365,6 +437,8 @@ fn buildx(ctx: &Context, service: &str) -> Cmd {
     // No attestations: they would add "unknown/unknown" entries to the index.
     cmd.args
         .extend(["--provenance=false", "--sbom=false"].map(String::from));
+    let mut steps = Vec::new();
+    let mut record = Vec::new();
     match &opts.registry {
         Some(registry) => {
             for tag in [
@@ -374,7 +448,18 @@ fn buildx(ctx: &Context, service: &str) -> Cmd {
                 cmd.args
                     .extend(["--tag".into(), format!("{registry}/{service}:{tag}")]);
             }
-            cmd.args.push("--push".into());
+            let metadata = opts
+                .dist
+                .join("images")
+                .join(format!("{service}.push.json"));
+            cmd.args
+                .extend(["--push".into(), "--metadata-file".into(), path(&metadata)]);
+            steps.push(Step::RemoveFile(pushed_path(&opts.dist, service)));
+            record.push(Step::RecordDigest {
+                from: metadata,
+                to: pushed_path(&opts.dist, service),
+                reference: format!("{registry}/{service}:{}", meta.version),
+            });
         }
         None => cmd.args.extend([
             "--output".into(),
@@ -392,7 +477,9 @@ fn buildx(ctx: &Context, service: &str) -> Cmd {
          docker buildx create --use"
             .into(),
     );
-    cmd
+    steps.push(Step::Run(cmd));
+    steps.extend(record);
+    steps
 }
 
 fn buildah(ctx: &Context, service: &str) -> Vec<Step> {
@@ -463,24 +550,32 @@ fn buildah(ctx: &Context, service: &str) -> Vec<Step> {
     match &opts.registry {
         Some(registry) => {
             let tls = format!("--tls-verify={}", opts.tls_verify);
+            let (digest_file, pushed) = (
+                opts.dist.join("images").join(format!("{service}.digest")),
+                pushed_path(&opts.dist, service),
+            );
+            steps.push(Step::RemoveFile(pushed.clone()));
             for tag in [
                 meta.version.clone(),
                 format!("{}-{}", meta.version, meta.revision),
             ] {
                 let destination = format!("docker://{registry}/{service}:{tag}");
                 steps.push(Step::Log(format!("pushing {registry}/{service}:{tag}")));
-                steps.push(Step::Run(buildah(&[
-                    "manifest",
-                    "push",
-                    "--quiet",
-                    "--all",
-                    "--format",
-                    "oci",
-                    &tls,
-                    &list,
-                    &destination,
-                ])));
+                let mut push =
+                    buildah(&["manifest", "push", "--quiet", "--all", "--format", "oci"]);
+                // The version tag's digest is what the manifests pin.
+                if tag == meta.version {
+                    push.args
+                        .extend(["--digestfile".into(), path(&digest_file)]);
+                }
+                push.args.extend([tls.clone(), list.clone(), destination]);
+                steps.push(Step::Run(push));
             }
+            steps.push(Step::RecordDigest {
+                from: digest_file,
+                to: pushed,
+                reference: format!("{registry}/{service}:{}", meta.version),
+            });
         }
         None => {
             let layout = opts.cache.join("oci-layout").join(service);
@@ -608,7 +703,7 @@ mod tests {
             commands(&imgs)[3..],
             ["gcd", "api"].map(|s| format!(
                 "docker buildx build --platform linux/arm/v7,linux/arm64,linux/amd64 -f docker/{s}.Dockerfile \
-                 {build_args} --output type=oci,dest=dist/images/{s}.oci.tar,name=docker.io/pi-gcd/{s}:0.1.0 ."
+                 {build_args} --output type=oci,dest=dist/images/{s}.oci.tar,name=localhost/pi-gcd/{s}:0.1.0 ."
             ))
         );
         assert!(imgs.contains(&Step::MakeDir("dist/images".into())));
@@ -632,13 +727,93 @@ mod tests {
             .collect();
         assert_eq!(pushes.len(), 2);
         assert!(
-            pushes[1].ends_with(
-                "--tag registry.lan:5000/api:0.1.0 --tag registry.lan:5000/api:0.1.0-0123456789ab --push ."
+            pushes[1].starts_with(
+                "docker buildx build --platform linux/arm/v7,linux/arm64,linux/amd64 -f docker/api.Dockerfile"
+            ) && pushes[1].ends_with(
+                "--tag registry.lan:5000/api:0.1.0 --tag registry.lan:5000/api:0.1.0-0123456789ab --push \
+                 --metadata-file dist/images/api.push.json ."
             ),
             "{}",
             pushes[1]
         );
         assert!(!pushes[1].contains("--output"));
+        // What was pushed is recorded for render-manifests, stale records
+        // removed first.
+        let push = imgs
+            .iter()
+            .position(|s| matches!(s, Step::Run(c) if c.args.contains(&"docker/api.Dockerfile".to_string())))
+            .unwrap();
+        assert_eq!(
+            imgs[push - 1],
+            Step::RemoveFile("dist/images/api.pushed".into())
+        );
+        assert_eq!(
+            imgs[push + 1],
+            Step::RecordDigest {
+                from: "dist/images/api.push.json".into(),
+                to: "dist/images/api.pushed".into(),
+                reference: "registry.lan:5000/api:0.1.0".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn cross_route_pushes_to_a_plain_http_registry_through_a_builder_of_its_own() {
+        let (_, imgs) = plan(
+            &[
+                "--images-only",
+                "--registry",
+                "registry.lan:5000/pi",
+                "--insecure",
+            ],
+            &laptop(),
+        );
+        let config = imgs
+            .iter()
+            .find_map(|s| match s {
+                Step::Write { path, contents, .. } if path.ends_with("buildkitd-http.toml") => {
+                    Some(contents.clone())
+                }
+                _ => None,
+            })
+            .unwrap();
+        assert!(
+            config
+                .ends_with("[registry.\"registry.lan:5000\"]\n  http = true\n  insecure = true\n"),
+            "{config}"
+        );
+        let docker: Vec<String> = commands(&imgs)
+            .into_iter()
+            .filter(|c| c.starts_with("docker"))
+            .collect();
+        assert_eq!(docker.len(), 4, "{docker:?}");
+        assert_eq!(docker[0], "docker buildx rm pi-gcd-http");
+        assert_eq!(
+            docker[1],
+            "docker buildx create --name pi-gcd-http --driver docker-container \
+             --driver-opt network=host --buildkitd-config /home/pi/.cache/pi-gcd/buildkitd-http.toml"
+        );
+        for (build, service) in docker[2..].iter().zip(SERVICES) {
+            assert!(
+                build.starts_with(&format!(
+                    "docker buildx build --builder pi-gcd-http --platform linux/arm/v7,linux/arm64,linux/amd64 \
+                     -f docker/{service}.Dockerfile"
+                )),
+                "{build}"
+            );
+            assert!(
+                build.contains(&format!("--tag registry.lan:5000/pi/{service}:0.1.0 ")),
+                "{build}"
+            );
+        }
+        // Without --insecure, or without a registry, the user's builder.
+        for args in [&["--registry", "registry.lan:5000"][..], &["--insecure"]] {
+            let (_, imgs) = plan(args, &laptop());
+            assert!(
+                !commands(&imgs).iter().any(|c| c.contains("pi-gcd-http")),
+                "{args:?}"
+            );
+        }
     }
 
     #[test]
@@ -785,7 +960,7 @@ mod tests {
         assert!(
             commands.contains(
                 &"python3 scripts/lib/oci_archive.py /home/pi/.cache/pi-gcd/oci-layout/api/layout \
-              dist/images/api.oci.tar docker.io/pi-gcd/api:0.1.0 1700000000 \
+              dist/images/api.oci.tar localhost/pi-gcd/api:0.1.0 1700000000 \
               linux/arm/v7=dist/images/api.linux-arm-v7.cdx.json \
               linux/arm64=dist/images/api.linux-arm64.cdx.json \
               linux/amd64=dist/images/api.linux-amd64.cdx.json"
@@ -813,9 +988,19 @@ mod tests {
             .filter(|c| c.contains("manifest push"))
             .collect();
         assert_eq!(pushes.len(), 4);
+        assert!(pushes[0].ends_with(
+            "manifest push --quiet --all --format oci --digestfile dist/images/gcd.digest \
+             --tls-verify=false localhost/pi-gcd-build/gcd:0.1.0 docker://127.0.0.1:5000/pi-gcd/gcd:0.1.0"
+        ), "{}", pushes[0]);
         assert!(pushes[1].ends_with(
-            "--tls-verify=false localhost/pi-gcd-build/gcd:0.1.0 docker://127.0.0.1:5000/pi-gcd/gcd:0.1.0-0123456789ab"
+            "manifest push --quiet --all --format oci \
+             --tls-verify=false localhost/pi-gcd-build/gcd:0.1.0 docker://127.0.0.1:5000/pi-gcd/gcd:0.1.0-0123456789ab"
         ));
+        assert!(imgs.contains(&Step::RecordDigest {
+            from: "dist/images/gcd.digest".into(),
+            to: "dist/images/gcd.pushed".into(),
+            reference: "127.0.0.1:5000/pi-gcd/gcd:0.1.0".into(),
+        }));
         assert!(!commands(&imgs).iter().any(|c| c.contains("oci_archive")));
     }
 
