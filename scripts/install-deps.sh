@@ -3,6 +3,10 @@
 # root, or with sudo available). Idempotent: it installs only what is
 # missing, so running it again is quick.
 #
+#   scripts/install-deps.sh [--build-only] [--dry-run]
+#
+# --build-only installs only what scripts/build-arm.sh's daemonless route
+# needs (Debian 12 only); --dry-run prints what would be installed.
 # Cargo, rustfmt and clippy are expected from rustup (https://rustup.rs).
 set -euo pipefail
 
@@ -42,6 +46,50 @@ if [ "${PI_GCD_SKIP_ARM:-0}" != 1 ]; then
   command -v containerd >/dev/null || APT_PACKAGES+=(containerd)
 fi
 
+# --- build-only mode, the supported distribution, dry runs -----------------
+# The daemonless ARM build uses Debian 12 (bookworm)'s rustc-web, cargo-web
+# and rust-web-src, which no other distribution ships; elsewhere the cross
+# route (docker buildx + cross) builds instead (docs/building-for-pi.md).
+build_only=0 dry_run=0
+for arg in "$@"; do
+  case "$arg" in
+    --build-only) build_only=1 ;;
+    --dry-run) dry_run=1 ;;
+    -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) printf 'error: unknown argument: %s (see --help)\n' "$arg" >&2; exit 2 ;;
+  esac
+done
+RUST_TOOLS=(cargo rustfmt cargo-clippy)
+PYTHON_PACKAGES=() # empty: all of scripts/requirements.txt
+if [ "$build_only" = 1 ]; then
+  APT_PACKAGES=(ca-certificates git python3 python3-venv rustc-web cargo-web rust-web-src buildah uidmap)
+  RUST_TOOLS=(cargo)
+  CARGO_TOOLS=$(printf '%s\n' $CARGO_TOOLS | grep -v '^cargo-deny@' | tr '\n' ' ')
+  # zig, at the version the tests pin
+  PYTHON_PACKAGES=("$(grep -E '^ziglang==' scripts/requirements.txt)")
+fi
+if [ "$build_only" = 1 ] || [ "${PI_GCD_SKIP_ARM:-0}" != 1 ]; then
+  os=$(. "${PI_GCD_OS_RELEASE:-/etc/os-release}" && echo "${ID:-unknown} ${VERSION_ID:-}")
+  if [ "$os" != "debian 12" ]; then
+    die "this is ${os% }; the daemonless ARM build (rustc-web) runs on Debian 12 (bookworm) only.
+  Build on this machine with the cross route instead: Docker with buildx, Rust from rustup,
+  cargo install cross (docs/building-for-pi.md, 'Other Linux laptops').$([ "$build_only" = 1 ] ||
+      printf '\n  For the tests without the ARM build: PI_GCD_SKIP_ARM=1 %s' "$0")"
+  fi
+fi
+if [ "$dry_run" = 1 ]; then
+  echo "Debian packages: ${APT_PACKAGES[*]}"
+  echo "Rust tools expected from rustup or Debian: ${RUST_TOOLS[*]}"
+  echo "cargo tools into $TOOLS: $CARGO_TOOLS"
+  if [ ${#PYTHON_PACKAGES[@]} -gt 0 ]; then
+    echo "Python packages into $VENV: ${PYTHON_PACKAGES[*]}"
+  else
+    echo "Python packages into $VENV: $(grep -Ev '^(#|$)' scripts/requirements.txt | tr '\n' ' ')"
+  fi
+  exit 0
+fi
+# ---------------------------------------------------------------------------
+
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
@@ -60,7 +108,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   done
 fi
 
-for tool in cargo rustfmt cargo-clippy; do
+for tool in "${RUST_TOOLS[@]}"; do
   command -v "$tool" >/dev/null || die "$tool not found: install Rust with rustup (https://rustup.rs), then 'rustup component add rustfmt clippy'"
 done
 
@@ -81,7 +129,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "creating Python venv in $VENV"
   python3 -m venv "$VENV"
 fi
-if ! cmp -s scripts/requirements.txt "$VENV/requirements.installed"; then
+if [ ${#PYTHON_PACKAGES[@]} -gt 0 ]; then
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PYTHON_PACKAGES[@]}"
+elif ! cmp -s scripts/requirements.txt "$VENV/requirements.installed"; then
   log "installing Python packages into $VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r scripts/requirements.txt
   cp scripts/requirements.txt "$VENV/requirements.installed"

@@ -57,7 +57,7 @@ pub struct Args {
     #[argh(option)]
     pub max_in_flight: Option<usize>,
 
-    /// most open client connections; beyond that new ones wait in the listen queue [env API_MAX_CONNECTIONS, 1..=65536, default: what the memory limit allows, at most 4096]
+    /// most open client connections; at the cap a new one takes the place of the least useful (no request yet, else idle, else least recently active) [env API_MAX_CONNECTIONS, 1..=65536, default: what the memory limit allows, at most 4096]
     #[argh(option)]
     pub max_connections: Option<usize>,
 

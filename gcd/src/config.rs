@@ -37,7 +37,7 @@ pub struct Args {
     #[argh(option)]
     pub memory_limit: Option<ByteSize>,
 
-    /// most open gRPC connections; more wait in the listen queue [env GCD_MAX_CONNECTIONS, 1..=65536, default: what the memory limit allows, at most 1024]
+    /// most open gRPC connections; at the cap a new one takes the place of the least useful (no call yet, else idle, else least recently active) [env GCD_MAX_CONNECTIONS, 1..=65536, default: what the memory limit allows, at most 1024]
     #[argh(option)]
     pub max_connections: Option<usize>,
 
