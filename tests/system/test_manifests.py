@@ -12,6 +12,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 from kubernetes_validate.utils import latest_version
 
 import k8s_manifests as km
@@ -410,3 +411,117 @@ def test_render_rejects_bad_input(tmp_path, args):
     result = render(*args, "--out", str(tmp_path / "out"))
     assert result.returncode == 2, result.stderr
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- optional extras (k8s-extras/)
+
+EXTRAS_DIR = km.ROOT / "k8s-extras"
+# The Prometheus Operator's PodMonitor (monitoring.coreos.com/v1), the
+# fields of its CRD schema that a scrape of this project could use:
+# kubernetes-validate has no schema for a custom resource, so these are
+# checked here instead.
+PODMONITOR_SPEC_FIELDS = {
+    "jobLabel", "podTargetLabels", "podMetricsEndpoints", "selector", "selectorMechanism", "namespaceSelector",
+    "sampleLimit", "targetLimit", "labelLimit", "labelNameLengthLimit", "labelValueLengthLimit",
+    "keepDroppedTargets", "attachMetadata", "scrapeClass", "scrapeProtocols", "bodySizeLimit",
+}
+PODMONITOR_ENDPOINT_FIELDS = {
+    "port", "portNumber", "targetPort", "path", "scheme", "params", "interval", "scrapeTimeout", "honorLabels",
+    "honorTimestamps", "trackTimestampsStaleness", "metricRelabelings", "relabelings", "proxyUrl", "enableHttp2",
+    "filterRunning", "followRedirects", "basicAuth", "bearerTokenSecret", "authorization", "oauth2", "tlsConfig",
+}
+DURATION = re.compile(r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$")
+
+
+def _seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)(ms|[smhdwy])", duration))
+
+
+def podmonitor_problems(monitor: dict, objects: list[km.Obj]) -> list[str]:
+    problems = []
+    if monitor.get("apiVersion") != "monitoring.coreos.com/v1" or monitor.get("kind") != "PodMonitor":
+        problems.append(f"not a monitoring.coreos.com/v1 PodMonitor: {monitor.get('apiVersion')} {monitor.get('kind')}")
+    namespace = next(o.name for o in objects if o.kind == "Namespace")
+    if monitor.get("metadata", {}).get("namespace") != namespace:
+        problems.append(f"must live in namespace {namespace} (it selects pods of its own namespace)")
+    spec = monitor.get("spec", {})
+    problems += [f"spec.{f} is no PodMonitor field" for f in sorted(set(spec) - PODMONITOR_SPEC_FIELDS)]
+    deployments = [o for o in objects if o.kind == "Deployment"]
+    selector = spec.get("selector") or {}
+    selected = []
+    for deployment in deployments:
+        labels = km.pod_labels(deployment)
+        matches = all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+        for expression in selector.get("matchExpressions", []):
+            value = labels.get(expression["key"])
+            if expression["operator"] == "In":
+                matches &= value in expression["values"]
+            elif expression["operator"] == "Exists":
+                matches &= value is not None
+            else:
+                problems.append(f"selector operator {expression['operator']} is not checked here")
+        if matches:
+            selected.append(deployment)
+    if not selector:
+        problems.append("an empty selector would scrape every pod of the namespace")
+    if sorted(d.name for d in selected) != sorted(d.name for d in deployments):
+        problems.append(f"selector picks {[d.name for d in selected]}, not every Deployment")
+    endpoints = spec.get("podMetricsEndpoints") or []
+    if not endpoints:
+        problems.append("no podMetricsEndpoints")
+    for endpoint in endpoints:
+        problems += [f"podMetricsEndpoints: {f} is no field" for f in sorted(set(endpoint) - PODMONITOR_ENDPOINT_FIELDS)]
+        for deployment in selected:
+            names = {p.get("name") for c in km.containers(deployment) for p in c.get("ports", [])}
+            if endpoint.get("port") not in names:
+                problems.append(f"port {endpoint.get('port')!r} is not a named port of {deployment.name} ({names})")
+        if endpoint.get("path", "/metrics") != "/metrics":
+            problems.append(f"path {endpoint.get('path')}: the admin ports serve /metrics")
+        for key in ("interval", "scrapeTimeout"):
+            if key in endpoint and not DURATION.match(str(endpoint[key])):
+                problems.append(f"{key} {endpoint[key]!r} is not a Prometheus duration")
+        if "interval" in endpoint and "scrapeTimeout" in endpoint and \
+                _seconds(endpoint["scrapeTimeout"]) > _seconds(endpoint["interval"]):
+            problems.append("scrapeTimeout longer than interval")
+    return problems
+
+
+def extras() -> list[dict]:
+    documents = []
+    for path in sorted(EXTRAS_DIR.glob("*.yaml")):
+        documents += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return documents
+
+
+def test_podmonitor_scrapes_both_deployments_admin_ports(objects):
+    [monitor] = extras()
+    assert_none(podmonitor_problems(monitor, objects))
+    # The scrape is admitted: each admin port's NetworkPolicy lets the
+    # operator's Prometheus pods in.
+    for name in ("gcd", "api"):
+        policy = km.find(objects, "NetworkPolicy", name)
+        text = yaml.safe_dump(policy.body)
+        assert "app.kubernetes.io/name: prometheus" in text, name
+
+
+@pytest.mark.parametrize("mutation, expected", [
+    (lambda m: m["spec"]["podMetricsEndpoints"][0].update({"port": "metrics"}), "is not a named port"),
+    (lambda m: m["spec"]["podMetricsEndpoints"][0].update({"portt": "admin"}), "portt is no field"),
+    (lambda m: m["spec"]["selector"]["matchExpressions"][0].update({"values": ["gcd"]}), "not every Deployment"),
+    (lambda m: m.update({"apiVersion": "monitoring.coreos.com/v1alpha1"}), "not a monitoring.coreos.com/v1"),
+    (lambda m: m["spec"]["podMetricsEndpoints"][0].update({"interval": "30"}), "not a Prometheus duration"),
+    (lambda m: m["spec"]["podMetricsEndpoints"][0].update({"scrapeTimeout": "1m"}), "longer than interval"),
+], ids=["unknown port", "misspelt field", "selects gcd only", "old apiVersion", "bad duration", "timeout too long"])
+def test_podmonitor_check_catches(objects, mutation, expected):
+    [monitor] = extras()
+    broken = copy.deepcopy(monitor)
+    mutation(broken)
+    assert any(expected in p for p in podmonitor_problems(broken, objects)), podmonitor_problems(broken, objects)
+
+
+def test_k8s_needs_no_custom_resource(objects):
+    """`kubectl create -f k8s` works on a bare cluster: only built-in API
+    groups there; custom resources (the PodMonitor) stay in k8s-extras/."""
+    builtin = {"v1", "apps/v1", "policy/v1", "networking.k8s.io/v1"}
+    assert {o.body["apiVersion"] for o in objects} <= builtin, {o.body["apiVersion"] for o in objects}
