@@ -23,6 +23,18 @@
 //! instructions, where dlmalloc would split, bin and coalesce chunks.
 //! results/tuning.md has what each step saves.
 //!
+//! Page sizes: dlmalloc's Linux system allocator assumes 4 KiB pages,
+//! while a Raspberry Pi 5's kernel (Raspberry Pi OS, 64-bit) uses 16 KiB
+//! pages and other arm64 kernels 64 KiB. What keeps that harmless is the
+//! granularity: dlmalloc maps, trims and unmaps memory only in whole
+//! multiples of it, so with [`GRANULARITY`] a multiple of every arm64 page
+//! size each of those calls covers whole pages on any of these kernels.
+//! (Its 4 KiB figure rounds only blocks mapped on their own, which
+//! dlmalloc 0.2 never makes: every mapping is a segment of granules.)
+//! It is set here rather than left to the crate's default, which could
+//! change. tests/system/test_artifacts.py runs the arm64 binaries under
+//! qemu-user with 16 KiB pages.
+//!
 //! The binaries do not fork, so there is no `pthread_atfork` dance; and
 //! dlmalloc's size checks on free (`Dlmalloc::free`) are skipped by using
 //! its layout-free `c_*` entry points, since the standard library's layouts
@@ -60,6 +72,18 @@ const CLASSES: usize = SMALL_CLASSES + (CACHED_UP_TO - SMALL_UP_TO) / LARGE_CLAS
 /// class sizes, 24 KiB, this many times), whatever the load.
 const BLOCKS_PER_CLASS: usize = 32;
 
+/// How much dlmalloc asks the kernel for at a time, and the unit it gives
+/// memory back in: a multiple of the largest arm64 page (64 KiB), so every
+/// mapping is whole pages whatever the kernel's page size (see above).
+const GRANULARITY: usize = 64 * 1024;
+
+/// dlmalloc with [`GRANULARITY`]; refused values fail the build.
+const fn dlmalloc() -> Dlmalloc {
+    let mut dlmalloc = Dlmalloc::new();
+    assert!(dlmalloc.set_granularity(GRANULARITY));
+    dlmalloc
+}
+
 /// The heap: dlmalloc, and in front of it the small blocks freed last, by
 /// size class, handed out again without a trip through dlmalloc's bins
 /// (a request frees and allocates the same few dozen small blocks; this
@@ -85,7 +109,7 @@ struct FreeList {
 unsafe impl Send for Heap {}
 
 static HEAP: Mutex<Heap> = Mutex::new(Heap {
-    dlmalloc: Dlmalloc::new(),
+    dlmalloc: dlmalloc(),
     free: [FreeList {
         head: ptr::null_mut(),
         len: 0,
@@ -331,7 +355,7 @@ mod tests {
     #[test]
     fn freed_small_blocks_are_reused_and_bounded() {
         let mut heap = Heap {
-            dlmalloc: Dlmalloc::new(),
+            dlmalloc: dlmalloc(),
             free: [FreeList {
                 head: ptr::null_mut(),
                 len: 0,

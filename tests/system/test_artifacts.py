@@ -116,6 +116,60 @@ def test_arm_pair_answers_under_qemu(target: str) -> None:
         assert_gcd_answers(api_addr)
 
 
+# A static aarch64 program that prints the page size the kernel (here,
+# qemu-user) reports to it, as musl's and Rust's std read it.
+PAGE_SIZE_PROBE = """#include <stdio.h>
+#include <sys/auxv.h>
+int main(void) { printf("%lu\\n", getauxval(AT_PAGESZ)); return 0; }
+"""
+PI5_PAGES = {"QEMU_PAGESIZE": "16384"}
+
+
+def test_arm64_pair_serves_and_stops_with_the_pi5_page_size(tmp_path: Path) -> None:
+    """A Raspberry Pi 5's 64-bit kernel uses 16 KiB pages: under qemu-user
+    with 16 KiB pages the arm64 gcd + api answer, carry a short load with
+    every answer right, and stop cleanly on SIGTERM (exit 0). A probe
+    first proves qemu does give the programs 16 KiB pages."""
+    import math
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ziglang
+
+    from conftest import CACHE, http_get
+
+    qemu = require_tool("qemu-aarch64-static")
+    dist = require_dist()
+    source, probe = tmp_path / "pagesize.c", tmp_path / "pagesize"
+    source.write_text(PAGE_SIZE_PROBE)
+    zig_cache = str(CACHE / "zig")
+    subprocess.run([str(Path(ziglang.__file__).parent / "zig"), "cc", "-target", "aarch64-linux-musl", "-static",
+                    "-o", str(probe), str(source)], check=True, timeout=600,
+                   env={**os.environ, "ZIG_GLOBAL_CACHE_DIR": zig_cache, "ZIG_LOCAL_CACHE_DIR": zig_cache})
+    seen = subprocess.run([qemu, str(probe)], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", **PI5_PAGES})
+    assert seen.stdout.strip() == "16384", f"qemu gives {seen.stdout.strip()!r}-byte pages, not 16 KiB: {seen.stderr}"
+
+    target = "aarch64-unknown-linux-musl"
+
+    def start(service: str, extra: list[str]) -> Service:
+        binary = require_file(dist / target / service)
+        return Service([qemu, str(binary), *SERVICE_ARGS[service], *extra], env={**QUICK_STOP_ENV, **PI5_PAGES},
+                       name=f"{service} ({target}, 16 KiB pages)")
+
+    with running_pair(start) as (api_addr, _):
+        assert_gcd_answers(api_addr)
+        # A short load: 4 clients, 240 requests, each answer checked.
+        pairs = [(a * 6 + 12, a * 4 + 18) for a in range(240)]
+
+        def ask(pair: tuple[int, int]) -> tuple[tuple[int, int], int, bytes]:
+            status, body = http_get(api_addr, f"/gcd/{pair[0]}/{pair[1]}", timeout=20)
+            return pair, status, body
+
+        with ThreadPoolExecutor(4) as clients:
+            for (a, b), status, body in clients.map(ask, pairs, timeout=300):
+                assert status == 200 and json.loads(body) == {"result": str(math.gcd(a, b))}, (a, b, status, body)
+
+
 # --- OCI archives ------------------------------------------------------------------------
 
 
