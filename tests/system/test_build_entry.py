@@ -194,12 +194,13 @@ def test_cross_route_pushes_to_a_plain_http_registry(workspace: Path, xtask_targ
     """--insecure on the buildx route: BuildKit ignores the docker daemon's
     insecure-registries, so a builder of its own is made with a buildkitd
     config saying `http = true` for the registry (docs/building-for-pi.md)."""
+    from conftest import CACHE
+
     laptop = Laptop(workspace, xtask_target_dir, tmp_path)
-    laptop.env["PI_GCD_CACHE"] = str(tmp_path / "cache")
     done = laptop.run("--registry", "registry.lan:5000/pi", "--insecure")
     assert done.returncode == 0, done.stderr
     revision, version = revision_of(workspace), workspace_version()
-    config = tmp_path / "cache" / "buildkitd-http.toml"
+    config = CACHE / "buildkitd-http.toml"
     assert [c["argv"] for c in laptop.calls("docker")] == [
         ["buildx", "rm", "pi-gcd-http"],
         ["buildx", "create", "--name", "pi-gcd-http", "--driver", "docker-container", "--driver-opt", "network=host",

@@ -139,6 +139,11 @@ def test_archives_import_under_the_manifests_image_names(containerd, imported):
     for name in imported.values():
         line = next((l for l in check.splitlines() if l.startswith(name + " ")), "")
         assert "complete" in line, f"{name} is not complete after the import:\n{check}"
+    # Pinned as docs/deploying.md says, so the kubelet's image GC keeps them.
+    for name in imported.values():
+        assert name.startswith("localhost/"), f"{name}: a name a public registry could serve"
+        containerd.ctr("images", "label", name, "io.cri-containerd.pinned=pinned")
+        assert "io.cri-containerd.pinned=pinned" in image_rows(containerd)[name][-1], image_rows(containerd)[name]
 
 
 def free_port() -> int:

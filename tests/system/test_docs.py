@@ -429,7 +429,7 @@ def check_files(command: Command) -> None:
     program, args = command.words[0], command.words[1:]
     paths = [a for a in args if not a.startswith("-") and not a.isdigit()]
     allowed = ("/tmp/", "dist/images/", AGENT_IMAGES, "/etc/rancher/k3s/k3s.yaml", "/var/lib/rancher",
-               "~/.kube/", "/sys/fs/cgroup/", "/var/lib/rancher/k3s/server/node-token")
+               "~/.kube", "/sys/fs/cgroup/", "/var/lib/rancher/k3s/server/node-token")
     if program == "scp":
         *sources, destination = paths
         assert all(s.endswith(".oci.tar") for s in sources) and destination.endswith(":/tmp/"), f"{command}"

@@ -396,7 +396,9 @@ def test_no_image_name_resolves_to_a_public_registry():
               *sorted((km.ROOT / "docker").glob("*")), *sorted((km.ROOT / "xtask" / "src").glob("*.rs"))]
     found = 0
     for path in places:
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        # Rust tests spell out wrong names on purpose.
+        text = path.read_text().split("#[cfg(test)]")[0]
+        for number, line in enumerate(text.splitlines(), 1):
             for match in names.finditer(line):
                 found += 1
                 host = km.registry_host(match.group(1))
@@ -407,6 +409,8 @@ def test_no_image_name_resolves_to_a_public_registry():
         assert km.registry_host(image) == "localhost", image
 
 
+@pytest.mark.parametrize("args", [["--registry", "bad registry"], ["--registry", "me"], ["--version", "1.0/x"],
+                                  ["--bogus"]])
 def test_render_rejects_bad_input(tmp_path, args):
     result = render(*args, "--out", str(tmp_path / "out"))
     assert result.returncode == 2, result.stderr
