@@ -82,6 +82,16 @@ pub struct Args {
     pub check_config: bool,
 }
 
+/// Every method the gRPC port serves, with its message limit.
+fn methods() -> Result<Vec<ops::serve::routes::Method>, ConfigError> {
+    crate::server::routes(Default::default())
+        .map(|routes| routes.methods())
+        .map_err(|err| ConfigError::Invalid {
+            name: "the gRPC services".into(),
+            reason: err.to_string(),
+        })
+}
+
 /// Validated configuration of a gcd process.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -117,6 +127,7 @@ impl Config {
                 1..=65536,
             )?,
             open_files,
+            &methods()?,
         )?;
         Ok(Self {
             listen: flag_or_env(args.listen, "GCD_LISTEN", ([0, 0, 0, 0], 3000).into())?,
@@ -165,7 +176,6 @@ impl Config {
                 )?,
                 keepalive_interval: limits::KEEPALIVE_INTERVAL,
                 keepalive_timeout: limits::KEEPALIVE_TIMEOUT,
-                long_lived_methods: limits::LONG_LIVED_METHODS,
             },
             budget: caps.budget,
             process: ProcessConfig::from_flags(

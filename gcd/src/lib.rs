@@ -2,12 +2,12 @@
 //! Kubernetes workload needs around it.
 //!
 //! - [`compute`]: the arithmetic, a pure function.
-//! - [`service`]: the `Compute` handler, written by hand for the hot path,
-//!   and its metrics.
-//! - [`server`]: binds the gRPC port (Compute, `grpc.health.v1`, reflection)
-//!   and the admin port, serves them with the bounded drivers of
-//!   [`ops::serve`], and runs both through the shared shutdown choreography
-//!   in [`ops::lifecycle`].
+//! - [`service`]: the `Compute` handler and its metrics.
+//! - [`server`]: registers the gRPC port's methods (Compute on the fast
+//!   lane, reflection; the port adds `grpc.health.v1`), binds it and the
+//!   admin port, serves them with the bounded drivers of [`ops::serve`],
+//!   and runs both through the shared shutdown choreography in
+//!   [`ops::lifecycle`].
 //! - [`limits`]: the worst-case memory of each connection and call, and
 //!   the caps derived from the memory limit.
 //! - [`config`]: flags and environment variables, with their ranges.
