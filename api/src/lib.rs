@@ -8,8 +8,10 @@
 //!   deadline and one retry on a different replica (at most 64 replicas).
 //! - [`upstream`]: the `Compute` call on one replica's HTTP/2 connection,
 //!   on the `h2` crate directly, its failures as gRPC statuses.
-//! - [`routes`]: the public HTTP contract, its JSON errors, load shedding
-//!   and the metrics of each request; `/gcd` requests skip axum's router.
+//! - [`routes`]: the public HTTP contract, its JSON errors, and the layer
+//!   every route goes through (load shedding, the handler deadline, the
+//!   metrics of the route's label); `/gcd` requests skip axum's router,
+//!   not the layer.
 //! - [`metrics`]: what the admin port exports.
 //! - [`server`]: binds both ports, serves them with the bounded HTTP/1
 //!   driver of [`ops::serve`], and runs them through the shutdown
