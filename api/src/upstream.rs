@@ -46,9 +46,10 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use gcd_proto::{
-    GcdRequest, GcdResponse,
-    framing::{self, GRPC_STATUS, GRPC_TIMEOUT, PREFIX_BYTES},
+use gcd_proto::{GcdRequest, GcdResponse};
+use grpc_wire::{
+    GRPC_MESSAGE, GRPC_TIMEOUT,
+    framing::{self, PREFIX_BYTES},
 };
 use h2::client::SendRequest;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri, header};
@@ -139,7 +140,7 @@ pub struct Upstream {
     /// connections made.
     connecting: tokio::sync::Mutex<u64>,
     /// The last call's `grpc-timeout`, in milliseconds, and its headers:
-    /// nearly every call sends the same (see [`grpc_timeout`]).
+    /// nearly every call sends the same (see [`grpc_wire::timeout::millis`]).
     last_headers: Mutex<(u64, HeaderMap)>,
 }
 
@@ -283,7 +284,10 @@ impl Upstream {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<(), CallError> {
-        let request = self.request(&self.health_uri, grpc_headers(grpc_timeout_millis(timeout)));
+        let request = self.request(
+            &self.health_uri,
+            grpc_headers(grpc_wire::timeout::millis(timeout)),
+        );
         let body = Bytes::from_static(HEALTH_CHECK_REQUEST);
         let message = match self.call(request, body, deadline).await {
             Err(CallError::Status(status)) if status.code() == Code::Unimplemented => return Ok(()),
@@ -370,9 +374,9 @@ impl Upstream {
     }
 
     /// A `Compute` call's headers: copied from the last call's unless its
-    /// `grpc-timeout` differs, which is rare (see [`grpc_timeout`]).
+    /// `grpc-timeout` differs, which is rare (see [`grpc_wire::timeout::millis`]).
     fn headers(&self, timeout: Duration) -> HeaderMap {
-        let millis = grpc_timeout_millis(timeout);
+        let millis = grpc_wire::timeout::millis(timeout);
         let mut last = lock(&self.last_headers);
         if last.0 != millis {
             *last = (millis, grpc_headers(millis));
@@ -586,20 +590,13 @@ fn not_grpc(status: http::StatusCode) -> Failure {
 /// OK (every successful call, so nothing more is read or built), the whole
 /// status otherwise.
 fn status_of(headers: &HeaderMap) -> Option<Result<(), Status>> {
-    // An answer's header blocks hold a field or two: comparing their names
-    // costs less than hashing the one looked for.
-    let code = headers
-        .iter()
-        .find_map(|(name, value)| (name == GRPC_STATUS).then_some(value))?;
-    if code.as_bytes() == b"0" {
-        return Some(Ok(()));
-    }
-    let code = std::str::from_utf8(code.as_bytes())
-        .ok()
-        .and_then(|code| code.parse::<i32>().ok())
-        .map_or(Code::Unknown, Code::from_i32);
+    let code = match grpc_wire::Code::of(headers)? {
+        Some(grpc_wire::Code::Ok) => return Some(Ok(())),
+        Some(code) => Code::from_i32(code as i32),
+        None => Code::Unknown,
+    };
     let message = headers
-        .get("grpc-message")
+        .get(GRPC_MESSAGE)
         .map(|m| {
             percent_encoding::percent_decode(m.as_bytes())
                 .decode_utf8_lossy()
@@ -609,36 +606,13 @@ fn status_of(headers: &HeaderMap) -> Option<Result<(), Status>> {
     Some(Err(Status::new(code, message)))
 }
 
-/// `grpc-timeout` is sent in whole milliseconds, rounded up so that it
-/// never reads as already passed (at most 8 digits: 27 hours; deadlines are
-/// seconds). Milliseconds rather than anything finer because the value then
-/// repeats from call to call (a first attempt's time is the whole
-/// deadline, or half of it), so the header value is made once, and HPACK
-/// sends a repeated header as a one-byte index instead of a new literal for
-/// both ends to Huffman-code and enter in their tables (results/ledger.md).
-fn grpc_timeout_millis(timeout: Duration) -> u64 {
-    timeout.as_nanos().div_ceil(1_000_000).clamp(1, 99_999_999) as u64
-}
-
 /// The headers of a call with `grpc-timeout` `millis`.
 fn grpc_headers(millis: u64) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(3);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
+    headers.insert(header::CONTENT_TYPE, grpc_wire::content_type());
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    headers.insert(GRPC_TIMEOUT, grpc_timeout(millis));
+    headers.insert(GRPC_TIMEOUT, grpc_wire::timeout::header_value(millis));
     headers
-}
-
-/// The `grpc-timeout` value for `millis` (from [`grpc_timeout_millis`]).
-fn grpc_timeout(millis: u64) -> HeaderValue {
-    let mut value = BytesMut::with_capacity(9);
-    value.extend_from_slice(itoa::Buffer::new().format(millis).as_bytes());
-    value.extend_from_slice(b"m");
-    // Digits and a letter: always a valid header value.
-    HeaderValue::from_maybe_shared(value.freeze()).unwrap_or(HeaderValue::from_static("99999999m"))
 }
 
 /// Takes connection `generation` out of use if it is still the open one,
@@ -702,19 +676,22 @@ mod tests {
     fn statuses_come_from_grpc_status_and_grpc_message() {
         let mut headers = HeaderMap::new();
         assert!(status_of(&headers).is_none());
-        headers.insert("grpc-status", HeaderValue::from_static("8"));
-        headers.insert("grpc-message", HeaderValue::from_static("too%20many"));
+        headers.insert(
+            grpc_wire::GRPC_STATUS,
+            grpc_wire::Code::ResourceExhausted.header_value(),
+        );
+        headers.insert(GRPC_MESSAGE, HeaderValue::from_static("too%20many"));
         let status = status_of(&headers).unwrap().unwrap_err();
         assert_eq!(
             (status.code(), status.message()),
             (Code::ResourceExhausted, "too many")
         );
-        headers.insert("grpc-status", HeaderValue::from_static("x"));
+        headers.insert(grpc_wire::GRPC_STATUS, HeaderValue::from_static("x"));
         assert_eq!(
             status_of(&headers).unwrap().unwrap_err().code(),
             Code::Unknown
         );
-        headers.insert("grpc-status", HeaderValue::from_static("0"));
+        headers.insert(grpc_wire::GRPC_STATUS, grpc_wire::Code::Ok.header_value());
         assert!(status_of(&headers).unwrap().is_ok());
     }
 

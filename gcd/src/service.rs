@@ -25,17 +25,15 @@ use std::{
 };
 
 use bytes::{BufMut, Bytes, BytesMut};
-use gcd_proto::{
-    GcdRequest, GcdResponse,
-    framing::{self, GRPC_STATUS, PREFIX_BYTES},
+use gcd_proto::{GcdRequest, GcdResponse};
+use grpc_wire::{
+    Code, GRPC_ACCEPT_ENCODING, GRPC_ENCODING,
+    framing::{self, PREFIX_BYTES},
 };
 use http_body::{Body, Frame};
 use ops::metrics::{Counter, Exposition};
 use prost::Message;
-use tonic::{
-    Code,
-    codegen::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header},
-};
+use tonic::codegen::http::{HeaderMap, HeaderValue, Request, Response, header};
 
 use crate::{compute::gcd, server::MAX_MESSAGE_BYTES};
 
@@ -54,9 +52,6 @@ impl ops::admin::Metrics for GcdMetrics {
         );
     }
 }
-
-/// The compression a request says its message uses.
-const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
 
 /// The `Compute` method: answers each call it is handed.
 #[derive(Debug, Clone, Default)]
@@ -178,12 +173,11 @@ impl<B> ComputeCall<B> {
         self.metrics.compute_requests.inc();
         let mut answer = Response::new(Reply::Compute {
             message: Some(framing::encode(&GcdResponse { result: gcd(a, b) })),
-            trailers: Some(ok_trailers()),
+            trailers: Some(grpc_wire::ok_trailers()),
         });
-        answer.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
+        answer
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, grpc_wire::content_type());
         answer
     }
 }
@@ -234,27 +228,20 @@ fn unsupported_compression(encoding: &HeaderValue) -> Response<Reply> {
     );
     answer
         .headers_mut()
-        .insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
+        .insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     answer
-}
-
-/// The trailer of every successful call.
-fn ok_trailers() -> HeaderMap {
-    let mut trailers = HeaderMap::with_capacity(1);
-    trailers.insert(GRPC_STATUS, HeaderValue::from_static("0"));
-    trailers
 }
 
 /// A trailers-only answer: the status in the headers, no message.
 fn status(code: Code, message: String) -> Response<Reply> {
     let message = HeaderValue::try_from(message)
         .unwrap_or_else(|_| HeaderValue::from_static("invalid request"));
-    ops::serve::grpc::trailers_only(
+    grpc_wire::trailers_only(
         Reply::Compute {
             message: None,
             trailers: None,
         },
-        HeaderValue::from(code as i32),
+        code,
         message,
     )
 }
@@ -301,7 +288,7 @@ impl Body for Reply {
 mod tests {
     use std::collections::VecDeque;
 
-    use gcd_proto::framing::message_length;
+    use grpc_wire::{GRPC_MESSAGE, GRPC_STATUS, framing::message_length};
 
     use super::*;
 
@@ -330,24 +317,27 @@ mod tests {
         if let Some(encoding) = encoding {
             request
                 .headers_mut()
-                .insert("grpc-encoding", HeaderValue::from_str(encoding).unwrap());
+                .insert(GRPC_ENCODING, HeaderValue::from_str(encoding).unwrap());
         }
         let mut call = Compute::new(metrics.clone()).call(request);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let Poll::Ready(Ok(response)) = Pin::new(&mut call).poll(&mut cx) else {
             panic!("a request that has arrived is answered at once");
         };
-        let header = |name: &str| {
+        let header = |name| {
             response
                 .headers()
                 .get(name)
                 .map(|v| v.to_str().unwrap().to_owned())
         };
-        assert_eq!(header("content-type").as_deref(), Some("application/grpc"));
-        if let Some(code) = header("grpc-status") {
+        assert_eq!(
+            header(header::CONTENT_TYPE).as_deref(),
+            Some(grpc_wire::CONTENT_TYPE)
+        );
+        if let Some(code) = header(GRPC_STATUS) {
             assert!(response.body().is_end_stream(), "trailers-only");
             assert_eq!(metrics.compute_requests.get(), 0);
-            return (code, header("grpc-message").unwrap_or_default(), None);
+            return (code, header(GRPC_MESSAGE).unwrap_or_default(), None);
         }
         let mut body = response.into_body();
         let mut frame = || match Pin::new(&mut body).poll_frame(&mut cx) {
@@ -366,7 +356,7 @@ mod tests {
             .result;
         assert_eq!(metrics.compute_requests.get(), 1);
         (
-            trailers["grpc-status"].to_str().unwrap().to_owned(),
+            trailers[GRPC_STATUS].to_str().unwrap().to_owned(),
             String::new(),
             Some(result),
         )
@@ -381,7 +371,7 @@ mod tests {
         let whole = request(12, 18);
         assert_eq!(
             answer(&[&whole], None),
-            ("0".into(), String::new(), Some(6))
+            (Code::Ok.as_str().into(), String::new(), Some(6))
         );
         let bytes: Vec<&[u8]> = whole.chunks(1).collect();
         assert_eq!(answer(&bytes, None).2, Some(6));
@@ -398,7 +388,7 @@ mod tests {
         let whole = request(12, 18);
         let internal = |frames: &[&[u8]], says: &str| {
             let (code, message, _) = answer(frames, None);
-            assert_eq!(code, "13", "{frames:?}");
+            assert_eq!(code, Code::Internal.as_str(), "{frames:?}");
             assert!(message.contains(says), "{message:?} lacks {says:?}");
         };
         internal(&[], "Missing request message");
@@ -413,7 +403,7 @@ mod tests {
         internal(&[&whole, &whole], "more than one request message");
 
         let (code, message, _) = answer(&[&whole], Some("gzip"));
-        assert_eq!(code, "12");
+        assert_eq!(code, Code::Unimplemented.as_str());
         assert!(message.contains("`gzip`"), "{message}");
     }
 
@@ -421,7 +411,7 @@ mod tests {
     fn an_oversized_message_is_refused_from_its_prefix() {
         // Only the prefix has arrived: it is enough to refuse.
         let (code, message, _) = answer(&[&[0, 0, 0, 4, 1]], None);
-        assert_eq!(code, "11");
+        assert_eq!(code, Code::OutOfRange.as_str());
         assert!(message.contains("found 1025 bytes"), "{message}");
         // The largest message allowed is read (an unknown field pads it).
         let mut padded = vec![0, 0, 0, 4, 0, 8, 12, 16, 18, 0x1a, 0xf9, 0x07];

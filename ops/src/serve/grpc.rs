@@ -69,8 +69,9 @@ use std::{
     time::Duration,
 };
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use bytes::{Buf, Bytes};
+use grpc_wire::{Code, GRPC_MESSAGE, GRPC_STATUS, is_grpc, trailers_only};
 use h2::{
     Ping, PingPong, Reason, RecvStream, SendStream,
     server::{Connection, SendResponse},
@@ -454,7 +455,7 @@ where
             return;
         }
         let limits = &self.port.limits;
-        let (timeout, ours) = match grpc_timeout(request.headers()) {
+        let (timeout, ours) = match grpc_wire::timeout::parse(request.headers()) {
             Some(theirs) if theirs < limits.call_timeout => (theirs, false),
             _ => (limits.call_timeout, true),
         };
@@ -546,7 +547,10 @@ where
 /// client may retry.
 fn refuse(mut respond: SendResponse<AnswerBytes>) {
     let _ = respond.send_response(
-        status_head(RESOURCE_EXHAUSTED, "too many calls in flight, try again"),
+        status_head(
+            Code::ResourceExhausted,
+            "too many calls in flight, try again",
+        ),
         true,
     );
 }
@@ -632,7 +636,8 @@ async fn answer<F, B>(
         Waited::Reset => return,
         Waited::TimedOut => {
             deadline.expired(&in_flight);
-            let _ = respond.send_response(status_head(DEADLINE_EXCEEDED, CALL_TIMED_OUT), true);
+            let _ =
+                respond.send_response(status_head(Code::DeadlineExceeded, CALL_TIMED_OUT), true);
             return;
         }
     };
@@ -721,8 +726,8 @@ async fn answer<F, B>(
             Next::TimedOut => {
                 deadline.expired(&in_flight);
                 let mut trailers = HeaderMap::with_capacity(2);
-                trailers.insert("grpc-status", HeaderValue::from_static(DEADLINE_EXCEEDED));
-                trailers.insert("grpc-message", HeaderValue::from_static(CALL_TIMED_OUT));
+                trailers.insert(GRPC_STATUS, Code::DeadlineExceeded.header_value());
+                trailers.insert(GRPC_MESSAGE, HeaderValue::from_static(CALL_TIMED_OUT));
                 if finish(&mut send, last, sent, in_flight, false).is_ok() {
                     let _ = send.send_trailers(trailers);
                 }
@@ -803,8 +808,6 @@ fn abandoned(
     }
 }
 
-const DEADLINE_EXCEEDED: &str = "4";
-const RESOURCE_EXHAUSTED: &str = "8";
 const CALL_TIMED_OUT: &str = "the call did not complete within the server's time limit";
 
 /// A call's request body: h2's stream as an [`http_body::Body`], its window
@@ -908,48 +911,8 @@ impl KeepAlive {
 }
 
 /// A trailers-only gRPC response head: the status, no body.
-fn status_head(code: &'static str, message: &'static str) -> Response<()> {
-    trailers_only(
-        (),
-        HeaderValue::from_static(code),
-        HeaderValue::from_static(message),
-    )
-}
-
-/// A gRPC response whose status (`code`, a decimal gRPC status code, and
-/// `message`) is in its headers: the form a call that fails before it
-/// answers takes. `empty` is a body with nothing in it.
-pub fn trailers_only<B>(empty: B, code: HeaderValue, message: HeaderValue) -> Response<B> {
-    let mut response = Response::new(empty);
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    headers.insert("grpc-status", code);
-    headers.insert("grpc-message", message);
-    response
-}
-
-/// Whether the request says it carries gRPC with protobuf messages
-/// (`application/grpc`, `application/grpc+proto`, parameters allowed).
-fn is_grpc(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return false;
-    };
-    // What every gRPC client sends, checked first.
-    if value.as_bytes() == b"application/grpc" {
-        return true;
-    }
-    value
-        .to_str()
-        .ok()
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|media| {
-            let media = media.trim();
-            media.eq_ignore_ascii_case("application/grpc")
-                || media.eq_ignore_ascii_case("application/grpc+proto")
-        })
+fn status_head(code: Code, message: &'static str) -> Response<()> {
+    trailers_only((), code, HeaderValue::from_static(message))
 }
 
 /// HTTP 415, as the gRPC over HTTP/2 spec says for any other content type,
@@ -958,78 +921,4 @@ fn unsupported_media_type() -> Response<()> {
     let mut response = Response::new(());
     *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
     response
-}
-
-/// The client's deadline from `grpc-timeout` (at most 8 digits and a unit:
-/// Hours, Minutes, Seconds, milli, micro, nano), if it sent a valid one.
-fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
-    let value = headers.get(GRPC_TIMEOUT)?.as_bytes();
-    let (&unit, digits) = value.split_last()?;
-    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let amount: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    Some(match unit {
-        b'H' => Duration::from_secs(amount * 3600),
-        b'M' => Duration::from_secs(amount * 60),
-        b'S' => Duration::from_secs(amount),
-        b'm' => Duration::from_millis(amount),
-        b'u' => Duration::from_micros(amount),
-        b'n' => Duration::from_nanos(amount),
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn timeout_of(value: &str) -> Option<Duration> {
-        let mut headers = HeaderMap::new();
-        headers.insert("grpc-timeout", HeaderValue::from_str(value).unwrap());
-        grpc_timeout(&headers)
-    }
-
-    #[test]
-    fn only_grpc_with_protobuf_is_served() {
-        let with = |value: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
-            is_grpc(&headers)
-        };
-        for ok in [
-            "application/grpc",
-            "application/grpc+proto",
-            "Application/GRPC; charset=x",
-        ] {
-            assert!(with(ok), "{ok}");
-        }
-        for not in [
-            "text/plain",
-            "application/grpc+json",
-            "application/grpc-web",
-            "application/json",
-        ] {
-            assert!(!with(not), "{not}");
-        }
-        assert!(!is_grpc(&HeaderMap::new()));
-    }
-
-    #[test]
-    fn grpc_timeouts_in_every_unit() {
-        assert_eq!(timeout_of("1000m"), Some(Duration::from_secs(1)));
-        assert_eq!(timeout_of("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(timeout_of("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(timeout_of("3M"), Some(Duration::from_secs(180)));
-        assert_eq!(
-            timeout_of("99999999u"),
-            Some(Duration::from_micros(99_999_999))
-        );
-        assert_eq!(timeout_of("5n"), Some(Duration::from_nanos(5)));
-        for bad in ["", "m", "100", "123456789m", "-1m", "1x", "1.5S"] {
-            assert_eq!(timeout_of(bad), None, "{bad:?}");
-        }
-        assert_eq!(grpc_timeout(&HeaderMap::new()), None);
-    }
 }
