@@ -31,8 +31,9 @@ use ops::serve::http1::{Incoming, Shortcut, ShortcutAnswer, json, json_error};
 use tokio::{sync::Semaphore, time::Instant};
 
 use crate::{
-    balancer::{Balancer, UpstreamError},
+    balancer::Balancer,
     metrics::{ApiMetrics, Route},
+    rpc::CallError,
 };
 
 /// Longest request target accepted (414 beyond); a real one is under 50
@@ -75,14 +76,10 @@ pub enum ApiError {
     Overloaded,
     #[error("The request took too long")]
     TimedOut,
-    #[error("gcd is unavailable: no replica is known")]
-    NoReplicas,
-    #[error("gcd is unavailable: no replica could be reached")]
-    Unavailable,
-    #[error("gcd did not answer within the deadline")]
-    DeadlineExceeded,
-    #[error("gcd failed to answer")]
-    UpstreamFailed,
+    /// A call to a replica failed: its status and message are the
+    /// call error's.
+    #[error("{}", .0.public_message())]
+    Upstream(#[from] CallError),
 }
 
 impl ApiError {
@@ -91,29 +88,18 @@ impl ApiError {
             Self::InvalidA | Self::InvalidB => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Overloaded | Self::NoReplicas | Self::Unavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Self::DeadlineExceeded | Self::TimedOut => StatusCode::GATEWAY_TIMEOUT,
-            Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
-        }
-    }
-}
-
-impl From<UpstreamError> for ApiError {
-    fn from(err: UpstreamError) -> Self {
-        tracing::debug!(error = %err, "gcd call failed");
-        match err {
-            UpstreamError::NoReplicas => Self::NoReplicas,
-            UpstreamError::Unavailable(_) => Self::Unavailable,
-            UpstreamError::DeadlineExceeded => Self::DeadlineExceeded,
-            UpstreamError::Failed(_) | UpstreamError::Broken(_) => Self::UpstreamFailed,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream(error) => error.http_status(),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Self::Upstream(error) = &self {
+            tracing::debug!(%error, "call to a replica failed");
+        }
         // Messages are fixed strings without quotes or backslashes.
         json_error(self.status(), &self.to_string())
     }
