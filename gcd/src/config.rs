@@ -83,9 +83,9 @@ pub struct Args {
 }
 
 /// Every method the gRPC port serves, with its message limit.
-fn methods() -> Result<Vec<ops::serve::routes::Method>, ConfigError> {
+fn methods(more: crate::MoreRoutes) -> Result<Vec<ops::serve::routes::Method>, ConfigError> {
     crate::server::routes(Default::default())
-        .map(|routes| routes.methods())
+        .map(|routes| more(routes).methods())
         .map_err(|err| ConfigError::Invalid {
             name: "the gRPC services".into(),
             reason: err.to_string(),
@@ -107,7 +107,13 @@ pub struct Config {
 impl Config {
     /// From flags and environment; `open_files` is the process's limit on
     /// file descriptors, which the connection cap must also fit.
-    pub fn from_args(args: Args, open_files: u64) -> Result<Self, ConfigError> {
+    /// `more` adds methods to the gRPC port's own ([`crate::MoreRoutes`]),
+    /// which the memory budget counts.
+    pub fn from_args(
+        args: Args,
+        open_files: u64,
+        more: crate::MoreRoutes,
+    ) -> Result<Self, ConfigError> {
         let ms = |name, flag, var, default_ms, range| {
             ranged_millis(name, flag, var, Duration::from_millis(default_ms), range)
         };
@@ -127,7 +133,7 @@ impl Config {
                 1..=65536,
             )?,
             open_files,
-            &methods()?,
+            &methods(more)?,
         )?;
         Ok(Self {
             listen: flag_or_env(args.listen, "GCD_LISTEN", ([0, 0, 0, 0], 3000).into())?,

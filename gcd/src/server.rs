@@ -12,7 +12,7 @@ use ops::{
 use tokio::net::TcpListener;
 
 use crate::{
-    Config, limits,
+    Config, MoreRoutes, limits,
     service::{Compute, GcdMetrics},
 };
 
@@ -79,11 +79,12 @@ impl Server {
         self.admin_addr
     }
 
-    /// Serves until `lifecycle` reaches [`Phase::Stopping`] and in-flight
-    /// calls have finished, or the drain timeout has passed.
-    pub async fn run(self, lifecycle: Lifecycle) -> Result<(), ServerError> {
+    /// Serves gcd's methods and `more` until `lifecycle` reaches
+    /// [`Phase::Stopping`] and in-flight calls have finished, or the drain
+    /// timeout has passed.
+    pub async fn run(self, lifecycle: Lifecycle, more: MoreRoutes) -> Result<(), ServerError> {
         let metrics = Arc::new(GcdMetrics::default());
-        let (routes, health) = routes(metrics.clone())?.build().await;
+        let (routes, health) = more(routes(metrics.clone())?).build().await;
         let port_metrics = routes.metrics();
 
         // Probes and clients see NOT_SERVING as soon as draining starts.
