@@ -56,11 +56,16 @@ def binary(name: str) -> Path:
 
 
 def command(
-    name: str, extra_env: dict[str, str] | None = None, open_files: int | None = None
+    name: str,
+    extra_env: dict[str, str] | None = None,
+    open_files: int | None = None,
+    binary_name: str | None = None,
 ) -> tuple[list[str], dict[str, str], int]:
     """The argv and env that run `name` as its Deployment does, and its
     memory limit; with `open_files`, under that open-file limit (soft and
-    hard), as a container runtime's nofile limit sets it."""
+    hard), as a container runtime's nofile limit sets it; with
+    `binary_name`, another binary run the same way (examples/echo's
+    echo-gcd, run as gcd)."""
     deployment = km.find(km.load(), "Deployment", name)
     container = km.pod_spec(deployment)["containers"][0]
     prefix = name.upper()
@@ -76,14 +81,19 @@ def command(
         }
     )
     env.update(extra_env or {})
-    argv = [str(binary(name))]
+    argv = [str(binary(binary_name or name))]
     if open_files is not None:
         argv = ["/bin/sh", "-c", f'ulimit -n {open_files} && exec "$0" "$@"', *argv]
     return argv, env, limit
 
 
-def start(name: str, extra_env: dict[str, str] | None = None, open_files: int | None = None) -> Target:
-    argv, env, limit = command(name, extra_env, open_files)
+def start(
+    name: str,
+    extra_env: dict[str, str] | None = None,
+    open_files: int | None = None,
+    binary_name: str | None = None,
+) -> Target:
+    argv, env, limit = command(name, extra_env, open_files, binary_name)
     service = Service(argv, env=env, name=name)
     addr, admin = service.wait_listening()
     return Target(name, service, addr, admin, limit, env)
