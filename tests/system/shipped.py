@@ -19,6 +19,9 @@ import hostile as h
 from conftest import DIST, Service
 
 BIN_DIR = Path(os.environ.get("PI_GCD_BIN_DIR", DIST / "x86_64-unknown-linux-musl"))
+# The example binaries (examples/echo), never shipped: a host release build
+# (scripts/test.sh builds them and sets this).
+EXAMPLE_BIN_DIR = Path(os.environ.get("PI_GCD_EXAMPLE_BIN_DIR", BIN_DIR))
 
 
 @dataclass
@@ -48,10 +51,14 @@ class Target:
         raise AssertionError(f"{self.name} logged no {key}; log:\n{self.service.log()}")
 
 
-def binary(name: str) -> Path:
-    path = BIN_DIR / name
+def binary(name: str, directory: Path = BIN_DIR) -> Path:
+    path = directory / name
     if not path.is_file():
-        pytest.fail(f"{path} is missing: run scripts/build-arm.sh (or set PI_GCD_BIN_DIR)", pytrace=False)
+        pytest.fail(
+            f"{path} is missing: run scripts/build-arm.sh (or set PI_GCD_BIN_DIR; for the examples, "
+            "cargo build --release -p echo and PI_GCD_EXAMPLE_BIN_DIR)",
+            pytrace=False,
+        )
     return path
 
 
@@ -81,7 +88,7 @@ def command(
         }
     )
     env.update(extra_env or {})
-    argv = [str(binary(binary_name or name))]
+    argv = [str(binary(binary_name, EXAMPLE_BIN_DIR) if binary_name else binary(name))]
     if open_files is not None:
         argv = ["/bin/sh", "-c", f'ulimit -n {open_files} && exec "$0" "$@"', *argv]
     return argv, env, limit
