@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use gcd_proto::{GcdRequest, GcdResponse, gcd_service_client::GcdServiceClient};
-use testkit::{http::get, process::Service};
+use testkit::{Padded, http::get, process::Service};
 use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -515,16 +515,4 @@ fn a_stopping_signal_drains_then_exits_zero(signal: &str) {
         "exit status {status:?}; log:\n{}",
         gcd.log()
     );
-}
-
-/// `GCDRequest` with an extra field: what a client with a newer or hostile
-/// schema might send.
-#[derive(Clone, PartialEq, prost::Message)]
-struct Padded {
-    #[prost(uint64, tag = "1")]
-    a: u64,
-    #[prost(uint64, tag = "2")]
-    b: u64,
-    #[prost(bytes = "vec", tag = "3")]
-    padding: Vec<u8>,
 }

@@ -11,6 +11,7 @@ use gcd_proto::{
     gcd_service_server::{GcdService, GcdServiceServer},
 };
 use ops::serve::{self, grpc, routes::GrpcRoutes};
+use testkit::Padded;
 use tonic::{Request, Response, Status, transport::Channel};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -25,17 +26,6 @@ impl GcdService for Plain {
         let GcdRequest { a, b } = request.into_inner();
         Ok(Response::new(GcdResponse { result: a + b }))
     }
-}
-
-/// `GCDRequest` with padding in a field the service does not know.
-#[derive(Clone, PartialEq, prost::Message)]
-struct Padded {
-    #[prost(uint64, tag = "1")]
-    a: u64,
-    #[prost(uint64, tag = "2")]
-    b: u64,
-    #[prost(bytes = "vec", tag = "3")]
-    padding: Vec<u8>,
 }
 
 fn limits() -> grpc::Limits {
