@@ -66,7 +66,7 @@ SETTLE_S = 0.5
 HOST_NAME = "host (glibc)"
 MUSL_DIR = REPO / "dist" / "x86_64-unknown-linux-musl"
 # Where a change counts as "local changes" to the source measured.
-SOURCES = ["api", "gcd", "ops", "proto", "Cargo.toml", "Cargo.lock"]
+SOURCES = ["api", "gcd", "grpc-wire", "ops", "proto", "Cargo.toml", "Cargo.lock"]
 
 
 def log(message: str) -> None:

@@ -71,7 +71,7 @@ if [ "$host_only" = 1 ]; then
   log "pytest tests/system/test_manifests.py"
   "${pytest[@]}" tests/system/test_manifests.py
   log "cargo build --release (host), then the hostile-client, sustained-load and interop tests"
-  cargo build --release --locked -p gcd -p api
+  cargo build --release --locked -p gcd -p api -p echo
   PI_GCD_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/release" "${pytest[@]}" \
     tests/system/test_hostile.py tests/system/test_hostile_unsent.py \
     tests/system/test_hostile_replicas.py tests/system/test_hostile_nofile.py \
@@ -84,5 +84,7 @@ started=$(date +%s)
 scripts/build-arm.sh
 log "build-arm.sh took $(($(date +%s) - started)) s"
 
+log "cargo build --release -p echo (the example, for the hostile tests of its method)"
+cargo build --release --locked -p echo
 log "pytest tests/system"
-"${pytest[@]}" tests/system
+PI_GCD_EXAMPLE_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/release" "${pytest[@]}" tests/system

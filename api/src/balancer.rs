@@ -1,4 +1,5 @@
-//! Per-request load balancing over every gcd replica.
+//! Per-request load balancing over every gcd replica, for any unary method
+//! ([`Balancer::call`]).
 //!
 //! A Kubernetes Service balances TCP connections, and gRPC multiplexes all
 //! calls over one HTTP/2 connection, so behind a ClusterIP every call would
@@ -7,13 +8,15 @@
 //! interval (every target at once), and picks a replica per call,
 //! round-robin.
 //!
-//! Failure handling, since `Compute` is idempotent:
+//! Failure handling:
 //! - every call has a deadline, sent to gcd as `grpc-timeout` and enforced
 //!   locally;
-//! - a call that fails because a replica is unreachable (no connection, or
-//!   no stream free within the time), answered with something that is not
-//!   an answer, or took over half the deadline while another replica
-//!   exists, is retried once on a different replica;
+//! - a call of an idempotent method ([`Rpc::IDEMPOTENT`], as `Compute` is)
+//!   that fails because a replica is unreachable (no connection, no stream
+//!   free within the time, turned away), answered with something that is
+//!   not an answer, or took over half the deadline while another replica
+//!   exists, is retried once on a different replica; a call of any other
+//!   method is tried once;
 //! - a replica that failed in any of these ways, or let a call run out its
 //!   deadline, is skipped for a while; then the balancer checks its health
 //!   (`grpc.health.v1.Health/Check`, in a task of its own, so no user
@@ -41,13 +44,14 @@ use std::{
     time::Duration,
 };
 
+use gcd_proto::GcdRequest;
 use tokio::time::Instant;
-use tonic::{Code, Status};
 
 use crate::{
     metrics::{ApiMetrics, Outcome},
     resolve::{Resolve, Target},
-    upstream::{CallError, Upstream},
+    rpc::{CallError, Compute, Rpc},
+    upstream::Upstream,
 };
 
 /// Most gcd replicas balanced over; of a DNS answer with more, each api
@@ -67,21 +71,6 @@ pub struct Settings {
     pub deadline: Duration,
     /// Budget for opening a TCP connection to one replica.
     pub connect_timeout: Duration,
-}
-
-/// Why a `Compute` could not be answered.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("no gcd replica is known")]
-    NoReplicas,
-    #[error("no gcd replica could be reached: {0}")]
-    Unavailable(String),
-    #[error("gcd did not answer within the deadline")]
-    DeadlineExceeded,
-    #[error("gcd answered with an error: {0}")]
-    Failed(Status),
-    #[error("gcd answered wrongly: {0}")]
-    Broken(String),
 }
 
 /// One gcd replica and the connection to it.
@@ -151,26 +140,6 @@ pub struct Balancer {
     /// Ranks addresses when more than [`MAX_REPLICAS`] resolve: random
     /// keys per process, so each api pod keeps a different choice.
     preference: RandomState,
-}
-
-enum AttemptError {
-    /// The replica could not take the call; another one may.
-    Unreachable(String),
-    /// The replica answered with something that is not an answer.
-    Broken(String),
-    Timeout,
-    Failed(Status),
-}
-
-impl From<AttemptError> for UpstreamError {
-    fn from(failure: AttemptError) -> Self {
-        match failure {
-            AttemptError::Unreachable(why) => Self::Unavailable(why),
-            AttemptError::Broken(what) => Self::Broken(what),
-            AttemptError::Timeout => Self::DeadlineExceeded,
-            AttemptError::Failed(status) => Self::Failed(status),
-        }
-    }
 }
 
 impl Balancer {
@@ -283,85 +252,100 @@ impl Balancer {
         self.snapshot().iter().map(|replica| replica.addr).collect()
     }
 
-    /// GCD of `a` and `b`, from one replica or, if it is unreachable, broken
-    /// or too slow, from one other, within the deadline counted from
-    /// `started`, when the request arrived (passed in rather than read
-    /// again: the clock costs every request).
-    pub async fn compute(&self, a: u64, b: u64, started: Instant) -> Result<u64, UpstreamError> {
+    /// GCD of `a` and `b`: one [`Compute`] call.
+    pub async fn compute(&self, a: u64, b: u64, started: Instant) -> Result<u64, CallError> {
+        let answer = self.call::<Compute>(&GcdRequest { a, b }, started).await?;
+        Ok(answer.result)
+    }
+
+    /// `M`'s answer to `request`, from one replica or, for an idempotent
+    /// method whose replica is unreachable, broken or too slow, from one
+    /// other, within the deadline counted from `started`, when the request
+    /// arrived (passed in rather than read again: the clock costs every
+    /// request).
+    pub async fn call<M: Rpc>(
+        &self,
+        request: &M::Request,
+        started: Instant,
+    ) -> Result<M::Response, CallError> {
         let deadline = started + self.settings.deadline;
         let replicas = self.snapshot();
         let first = self
             .pick(&replicas, None, started)
-            .ok_or(UpstreamError::NoReplicas)?;
+            .ok_or(CallError::NoReplicas)?;
         // With another replica to retry on, the first one gets half the
         // budget: a dead replica that is still listed (its connection
         // attempts queue up and time out one by one) must not eat the
         // whole deadline.
-        let first_deadline = if replicas.len() > 1 {
+        let first_deadline = if M::IDEMPOTENT && replicas.len() > 1 {
             started + self.settings.deadline / 2
         } else {
             deadline
         };
-        let failure = match self.attempt(first, a, b, first_deadline, started).await {
-            Ok(result) => return Ok(result),
-            Err(AttemptError::Failed(status)) => return Err(UpstreamError::Failed(status)),
+        let failure = match self
+            .attempt::<M>(first, request, first_deadline, started)
+            .await
+        {
+            Ok(answer) => return Ok(answer),
+            Err(failure) if !failure.is_replicas_fault() => return Err(failure),
             Err(failure) => failure,
         };
         let now = Instant::now();
         self.eject(first, now);
-        if matches!(failure, AttemptError::Timeout) && first_deadline == deadline {
-            return Err(UpstreamError::DeadlineExceeded);
+        if !M::IDEMPOTENT
+            || matches!(failure, CallError::DeadlineExceeded) && first_deadline == deadline
+        {
+            return Err(failure);
         }
         let second = match self.pick(&replicas, Some(first.addr), now) {
             Some(other) => other,
             // The only replica, and the call never reached it: once more.
-            None if matches!(failure, AttemptError::Unreachable(_)) => first,
-            None => return Err(failure.into()),
+            None if matches!(failure, CallError::Unreachable(_)) => first,
+            None => return Err(failure),
         };
         self.metrics.upstream_retries.inc();
-        let result = self.attempt(second, a, b, deadline, now).await;
-        if let Err(AttemptError::Unreachable(_) | AttemptError::Broken(_) | AttemptError::Timeout) =
-            result
+        let result = self.attempt::<M>(second, request, deadline, now).await;
+        if let Err(failure) = &result
+            && failure.is_replicas_fault()
         {
             self.eject(second, Instant::now());
         }
-        result.map_err(UpstreamError::from)
+        result
     }
 
     /// One call to `replica`, started at `now`.
-    async fn attempt(
+    async fn attempt<M: Rpc>(
         &self,
         replica: &Replica,
-        a: u64,
-        b: u64,
+        request: &M::Request,
         deadline: Instant,
         now: Instant,
-    ) -> Result<u64, AttemptError> {
+    ) -> Result<M::Response, CallError> {
         let remaining = deadline.saturating_duration_since(now);
         if remaining.is_zero() {
             self.metrics.record_upstream(Outcome::DeadlineExceeded);
-            return Err(AttemptError::Timeout);
+            return Err(CallError::DeadlineExceeded);
         }
-        let call = replica.upstream.compute(a, b, deadline, remaining);
-        let outcome = tokio::time::timeout_at(deadline, call).await;
-        let result = match outcome {
-            Ok(Ok(result)) => {
+        let call = replica.upstream.call::<M>(request, deadline, remaining);
+        let result = match tokio::time::timeout_at(deadline, call).await {
+            Ok(Ok(answer)) => {
                 replica.mark_healthy();
-                Ok(result)
+                Ok(answer)
             }
-            Err(_) => Err(AttemptError::Timeout),
-            // gcd enforces the `grpc-timeout` it was sent as well, and its
-            // answer may come first.
-            Ok(Err(CallError::Status(_))) if Instant::now() >= deadline => {
-                Err(AttemptError::Timeout)
+            Err(_) => Err(CallError::DeadlineExceeded),
+            // gcd enforces the `grpc-timeout` it was sent as well (rounded
+            // up, so never before this deadline), and its answer may come
+            // first.
+            Ok(Err(CallError::Status { .. })) if Instant::now() >= deadline => {
+                Err(CallError::DeadlineExceeded)
             }
-            Ok(Err(error)) => Err(classify(error)),
+            Ok(Err(failure)) => Err(failure),
         };
         self.metrics.record_upstream(match &result {
             Ok(_) => Outcome::Ok,
-            Err(AttemptError::Unreachable(_)) => Outcome::Unavailable,
-            Err(AttemptError::Timeout) => Outcome::DeadlineExceeded,
-            Err(AttemptError::Failed(_) | AttemptError::Broken(_)) => Outcome::Error,
+            Err(CallError::NoReplicas | CallError::Unreachable(_)) => Outcome::Unavailable,
+            Err(CallError::DeadlineExceeded) => Outcome::DeadlineExceeded,
+            Err(CallError::Status { .. } | CallError::Broken(_)) => Outcome::Error,
         });
         result
     }
@@ -444,25 +428,6 @@ impl Balancer {
             upstream: Upstream::new(addr, self.settings.connect_timeout),
             ejected_until: AtomicU64::new(Replica::HEALTHY),
         }
-    }
-}
-
-/// Unreachable means the call never reached gcd's handler, or the
-/// connection broke under it; both are safe to retry for an idempotent
-/// call, and so is an answer that is not one. `RESOURCE_EXHAUSTED` is gcd
-/// turning the call away before running it (every place taken, see
-/// `ops::serve::grpc`). Other statuses gcd sent are final.
-fn classify(error: CallError) -> AttemptError {
-    match error {
-        CallError::Unreachable(why) => AttemptError::Unreachable(why),
-        CallError::Broken(what) => AttemptError::Broken(what),
-        CallError::Status(status) => match status.code() {
-            Code::DeadlineExceeded => AttemptError::Timeout,
-            Code::Unavailable | Code::ResourceExhausted => {
-                AttemptError::Unreachable(status.to_string())
-            }
-            _ => AttemptError::Failed(status),
-        },
     }
 }
 

@@ -7,11 +7,16 @@
 //!   re-resolves periodically, and spreads calls round-robin with a
 //!   deadline and one retry on a different replica (at most 64 replicas);
 //!   a failed replica is passed over until a health check finds it serving.
-//! - [`upstream`]: the `Compute` call (and the health check that probes a
-//!   failed replica) on one replica's HTTP/2 connection, on the `h2` crate
-//!   directly, within the streams the replica allows, its failures typed.
-//! - [`routes`]: the public HTTP contract, its JSON errors, load shedding
-//!   and the metrics of each request; `/gcd` requests skip axum's router.
+//! - [`rpc`]: the unary methods called ([`rpc::Rpc`]: `Compute`, health
+//!   checks, any other) and the one error type of a call, from HTTP/2 to
+//!   the api's answer ([`rpc::CallError`]).
+//! - [`upstream`]: a call of any method on one replica's HTTP/2
+//!   connection, on the `h2` crate directly, within the streams the
+//!   replica allows.
+//! - [`routes`]: the public HTTP contract, its JSON errors, and the layer
+//!   every route goes through (load shedding, the handler deadline, the
+//!   metrics of the route's label); `/gcd` requests skip axum's router,
+//!   not the layer.
 //! - [`metrics`]: what the admin port exports.
 //! - [`server`]: binds both ports, serves them with the bounded HTTP/1
 //!   driver of [`ops::serve`], and runs them through the shutdown
@@ -19,6 +24,39 @@
 //! - [`limits`]: the worst-case memory of each connection and request, and
 //!   the connection cap derived from the memory limit.
 //! - [`config`]: flags and environment variables, with their ranges.
+//!
+//! # A route that calls another method
+//!
+//! Declare the method, write the handler, and serve it beside the others;
+//! the route then gets load shedding, the handler deadline and its metrics
+//! series, and its calls are balanced per request with deadlines, ejection
+//! and (for an idempotent method) one retry on another replica:
+//!
+//! ```ignore
+//! use api::{routes::{self, ApiError, AppState, Routes}, rpc::Rpc};
+//! use axum::{extract::{Path, State}, http::StatusCode, response::Response, routing::get};
+//!
+//! struct Say;
+//! impl Rpc for Say {
+//!     const PATH: &'static str = "/pb.Echo/Say";
+//!     const IDEMPOTENT: bool = true;
+//!     type Request = pb::SayRequest;
+//!     type Response = pb::SayResponse;
+//! }
+//!
+//! async fn say(State(state): State<AppState>, Path(text): Path<String>) -> Result<Response, ApiError> {
+//!     let started = tokio::time::Instant::now();
+//!     let answer = state.balancer.call::<Say>(&pb::SayRequest { text }, started).await?;
+//!     Ok(ops::serve::http1::json(StatusCode::OK, format!("{{\"said\":{:?}}}", answer.text)))
+//! }
+//!
+//! fn echo_routes(state: AppState) -> Routes {
+//!     let router = axum::Router::new().route("/say/{text}", state.route("/say/{text}", get(say)));
+//!     Routes { router: routes::fallbacks(router, state), shortcut: None }
+//! }
+//!
+//! // In main: api::Server::bind(config).await?.run_routes(lifecycle, echo_routes).await
+//! ```
 
 pub mod balancer;
 pub mod config;
@@ -26,6 +64,7 @@ pub mod limits;
 pub mod metrics;
 pub mod resolve;
 pub mod routes;
+pub mod rpc;
 pub mod server;
 pub mod upstream;
 

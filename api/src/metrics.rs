@@ -1,24 +1,30 @@
 //! What the api exports on its admin port: requests by route and status,
 //! upstream call attempts by outcome, retries, request latency and the
 //! number of gcd replicas being balanced over. Label values come from fixed
-//! tables, so recording is one atomic add and the series count is bounded
-//! no matter what clients send.
+//! tables (each route's label is registered when the routes are built), so
+//! recording is one atomic add and the series count is bounded no matter
+//! what clients send.
 
-use std::{sync::atomic::AtomicU64, time::Duration};
+use std::{
+    sync::{Arc, Mutex, atomic::AtomicU64},
+    time::Duration,
+};
 
 use ops::metrics::{Counter, Exposition, Histogram, LATENCY_BOUNDS};
 
-/// Route labels: the one real route, and everything else.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Gcd = 0,
-    Unmatched = 1,
-}
+/// The label of requests that match no route.
+pub const UNMATCHED: &str = "unmatched";
 
-const ROUTES: [(Route, &str); 2] = [
-    (Route::Gcd, "/gcd/{a}/{b}"),
-    (Route::Unmatched, "unmatched"),
-];
+/// One route's requests by status, under its label: a handle held by the
+/// route, so recording a request looks nothing up.
+#[derive(Debug, Clone)]
+pub struct Route(Arc<RouteRequests>);
+
+#[derive(Debug)]
+struct RouteRequests {
+    label: &'static str,
+    by_status: [Counter; STATUSES.len()],
+}
 
 /// Every status the api answers with; anything else counts as "other".
 const STATUSES: [&str; 9] = [
@@ -52,7 +58,8 @@ const OUTCOMES: [&str; 4] = ["ok", "unavailable", "deadline_exceeded", "error"];
 
 #[derive(Debug)]
 pub struct ApiMetrics {
-    requests: [[Counter; STATUSES.len()]; ROUTES.len()],
+    /// In registration order; only rendering locks it.
+    routes: Mutex<Vec<Route>>,
     latency: Histogram,
     upstream: [Counter; OUTCOMES.len()],
     pub upstream_retries: Counter,
@@ -62,7 +69,7 @@ pub struct ApiMetrics {
 impl Default for ApiMetrics {
     fn default() -> Self {
         Self {
-            requests: Default::default(),
+            routes: Mutex::new(Vec::new()),
             latency: Histogram::new(LATENCY_BOUNDS),
             upstream: Default::default(),
             upstream_retries: Counter::default(),
@@ -72,8 +79,23 @@ impl Default for ApiMetrics {
 }
 
 impl ApiMetrics {
-    pub fn record_request(&self, route: Route, status: u16, elapsed: Duration) {
-        self.requests[route as usize][status_slot(status)].inc();
+    /// The route labelled `label`, registered on first use (the same handle
+    /// for the same label).
+    pub fn route(&self, label: &'static str) -> Route {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(route) = routes.iter().find(|route| route.0.label == label) {
+            return route.clone();
+        }
+        let route = Route(Arc::new(RouteRequests {
+            label,
+            by_status: Default::default(),
+        }));
+        routes.push(route.clone());
+        route
+    }
+
+    pub fn record_request(&self, route: &Route, status: u16, elapsed: Duration) {
+        route.0.by_status[status_slot(status)].inc();
         self.latency.observe(elapsed);
     }
 
@@ -90,11 +112,16 @@ impl ops::admin::Metrics for ApiMetrics {
             "counter",
             "HTTP requests answered, by route and status.",
         );
-        for (route, route_label) in ROUTES {
+        let routes = self
+            .routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for Route(route) in routes {
             for (slot, status) in STATUSES.iter().enumerate() {
-                let count = self.requests[route as usize][slot].get();
+                let count = route.by_status[slot].get();
                 if count > 0 {
-                    out.sample(name, &[("route", route_label), ("status", status)], count);
+                    out.sample(name, &[("route", route.label), ("status", status)], count);
                 }
             }
         }

@@ -6,6 +6,8 @@
 //! | bad `a` / bad `b`  | 400    | `{"error":"Invalid parameter A"}` / `B` |
 //! | no replica reachable | 503  | `{"error":"gcd is unavailable..."}`   |
 //! | deadline passed    | 504    | `{"error":"gcd did not answer..."}`   |
+//! | handler timeout passed | 504 | `{"error":"The request took too long"}` |
+//! | too many requests in flight | 503 | `{"error":"Server overloaded, try again"}` |
 //! | unknown path / method | 404 / 405 | JSON error                      |
 //!
 //! Every response, errors included, is JSON. Bodies are written by hand:
@@ -15,34 +17,48 @@
 //! over 16 KiB) are refused before they get here, by
 //! [`ops::serve::http1`], with JSON errors too.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    extract::State,
+    extract::{Request as RouterRequest, State},
     http::{Method, Request, StatusCode, Uri},
+    middleware::Next,
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{MethodRouter, get},
 };
 use ops::serve::http1::{Incoming, Shortcut, ShortcutAnswer, json, json_error};
 use tokio::{sync::Semaphore, time::Instant};
 
 use crate::{
-    balancer::{Balancer, UpstreamError},
+    balancer::Balancer,
     metrics::{ApiMetrics, Route},
+    rpc::CallError,
 };
 
 /// Longest request target accepted (414 beyond); a real one is under 50
 /// bytes.
 pub const MAX_URI_BYTES: usize = 1024;
 
-/// Everything a request handler needs.
+/// Everything a request handler needs, and the layer every route goes
+/// through ([`AppState::guard`]).
 #[derive(Clone)]
 pub struct AppState {
     pub balancer: Arc<Balancer>,
     pub metrics: Arc<ApiMetrics>,
     /// One permit per request in flight; none left means shed load.
     pub in_flight: Arc<Semaphore>,
+    /// Longest a handler may take, counted from the request's arrival.
+    pub handler_timeout: Duration,
+    /// Where requests that match no route are counted.
+    pub unmatched: Route,
+}
+
+/// What the public port serves: a router, and the route it answers
+/// before the router sees the request, if any.
+pub struct Routes {
+    pub router: Router,
+    pub shortcut: Option<Arc<dyn Shortcut>>,
 }
 
 /// Every way a request can fail, with its status and message.
@@ -58,14 +74,12 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("Server overloaded, try again")]
     Overloaded,
-    #[error("gcd is unavailable: no replica is known")]
-    NoReplicas,
-    #[error("gcd is unavailable: no replica could be reached")]
-    Unavailable,
-    #[error("gcd did not answer within the deadline")]
-    DeadlineExceeded,
-    #[error("gcd failed to answer")]
-    UpstreamFailed,
+    #[error("The request took too long")]
+    TimedOut,
+    /// A call to a replica failed: its status and message are the
+    /// call error's.
+    #[error("{}", .0.public_message())]
+    Upstream(#[from] CallError),
 }
 
 impl ApiError {
@@ -74,38 +88,92 @@ impl ApiError {
             Self::InvalidA | Self::InvalidB => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Overloaded | Self::NoReplicas | Self::Unavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-            Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
-        }
-    }
-}
-
-impl From<UpstreamError> for ApiError {
-    fn from(err: UpstreamError) -> Self {
-        tracing::debug!(error = %err, "gcd call failed");
-        match err {
-            UpstreamError::NoReplicas => Self::NoReplicas,
-            UpstreamError::Unavailable(_) => Self::Unavailable,
-            UpstreamError::DeadlineExceeded => Self::DeadlineExceeded,
-            UpstreamError::Failed(_) | UpstreamError::Broken(_) => Self::UpstreamFailed,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream(error) => error.http_status(),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Self::Upstream(error) = &self {
+            tracing::debug!(%error, "call to a replica failed");
+        }
         // Messages are fixed strings without quotes or backslashes.
         json_error(self.status(), &self.to_string())
     }
 }
 
+impl AppState {
+    /// The layer every request goes through, router or [`Shortcut`]:
+    /// answered 503 at once when too many requests are in flight (instead
+    /// of a growing queue), 504 when `answer` takes longer than the handler
+    /// timeout from `started` (when the request arrived, passed in rather
+    /// than read again: the clock costs every request), and counted under
+    /// `route` in the metrics.
+    pub async fn guard(
+        &self,
+        route: &Route,
+        started: Instant,
+        answer: impl Future<Output = Result<Response, ApiError>>,
+    ) -> Response {
+        let response = match self.in_flight.try_acquire() {
+            Ok(_permit) => {
+                match tokio::time::timeout_at(started + self.handler_timeout, answer).await {
+                    Ok(answer) => answer.unwrap_or_else(IntoResponse::into_response),
+                    Err(_) => ApiError::TimedOut.into_response(),
+                }
+            }
+            Err(_) => ApiError::Overloaded.into_response(),
+        };
+        self.metrics
+            .record_request(route, response.status().as_u16(), started.elapsed());
+        response
+    }
+
+    /// `handler` behind [`AppState::guard`], counted under `label` (its
+    /// path pattern, by convention): how every routed route is added.
+    ///
+    /// ```ignore
+    /// Router::new().route("/say/{text}", state.route("/say/{text}", get(say)))
+    /// ```
+    pub fn route(
+        &self,
+        label: &'static str,
+        handler: MethodRouter<AppState>,
+    ) -> MethodRouter<AppState> {
+        let guarded = (self.clone(), self.metrics.route(label));
+        handler.layer(axum::middleware::from_fn_with_state(guarded, guarded_route))
+    }
+}
+
+async fn guarded_route(
+    State((state, route)): State<(AppState, Route)>,
+    request: RouterRequest,
+    next: Next,
+) -> Response {
+    let answer = async { Ok(next.run(request).await) };
+    state.guard(&route, Instant::now(), answer).await
+}
+
 /// The public port's [`Shortcut`]: `GET` (and `HEAD`, which hyper answers
 /// without the body) under `/gcd/`, nearly every request, straight to its
-/// handler; the router answers the rest.
-pub struct GcdShortcut(pub AppState);
+/// handler, through the same [`AppState::guard`] as routed requests; the
+/// router answers the rest.
+pub struct GcdShortcut {
+    state: AppState,
+    route: Route,
+}
+
+impl GcdShortcut {
+    pub const LABEL: &str = "/gcd/{a}/{b}";
+
+    pub fn new(state: AppState) -> Self {
+        let route = state.metrics.route(Self::LABEL);
+        Self { state, route }
+    }
+}
 
 impl Shortcut for GcdShortcut {
     fn takes(&self, request: &Request<Incoming>) -> bool {
@@ -116,51 +184,55 @@ impl Shortcut for GcdShortcut {
 
     fn answer(&self, request: Request<Incoming>) -> ShortcutAnswer {
         let (parts, _) = request.into_parts();
-        Box::pin(gcd(self.0.clone(), parts.uri))
+        let (state, route) = (self.state.clone(), self.route.clone());
+        Box::pin(async move { gcd(&state, &route, parts.uri).await })
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        // Only so that other methods on it get 405, not 404: `GET` and
-        // `HEAD` never reach the router.
-        .route("/gcd/{*operands}", get(not_found))
+/// The api's routes: `/gcd` by its shortcut, everything else answered
+/// 404 or 405 by the router.
+pub fn gcd_routes(state: AppState) -> Routes {
+    Routes {
+        // The route only so that other methods on it get 405, not 404:
+        // `GET` and `HEAD` never reach the router.
+        router: fallbacks(
+            Router::new().route("/gcd/{*operands}", get(not_found)),
+            state.clone(),
+        ),
+        shortcut: Some(Arc::new(GcdShortcut::new(state))),
+    }
+}
+
+/// `router` with the 404 and 405 answers, counted as unmatched, and its
+/// state: the end of building any router for the public port.
+pub fn fallbacks(router: Router<AppState>, state: AppState) -> Router {
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
-/// `GET /gcd/{a}/{b}`, shedding load when too many requests are in flight
-/// (503 at once instead of a growing queue), and recorded in the metrics.
-/// One handler rather than a middleware around the router: a middleware
-/// boxes every request's future and the rest of the router (measured in
-/// results/ledger.md), and only this route does work worth shedding.
-async fn gcd(state: AppState, uri: Uri) -> Response {
+/// `GET /gcd/{a}/{b}`; a path of any other shape is counted as unmatched.
+async fn gcd(state: &AppState, route: &Route, uri: Uri) -> Response {
     let started = Instant::now();
-    let operands = operands(uri.path());
-    let route = if operands.is_some() {
-        Route::Gcd
-    } else {
-        Route::Unmatched
-    };
-    let response = match state.in_flight.try_acquire() {
-        Ok(_permit) => answer(&state, operands, started)
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
-        Err(_) => ApiError::Overloaded.into_response(),
-    };
-    state
-        .metrics
-        .record_request(route, response.status().as_u16(), started.elapsed());
-    response
+    match operands(uri.path()) {
+        Some(operands) => {
+            state
+                .guard(route, started, answer(state, operands, started))
+                .await
+        }
+        None => {
+            let not_found = std::future::ready(Err(ApiError::NotFound));
+            state.guard(&state.unmatched, started, not_found).await
+        }
+    }
 }
 
 async fn answer(
     state: &AppState,
-    operands: Option<(&str, &str)>,
+    (a, b): (&str, &str),
     started: Instant,
 ) -> Result<Response, ApiError> {
-    let (a, b) = operands.ok_or(ApiError::NotFound)?;
     let a = parse_operand(a).ok_or(ApiError::InvalidA)?;
     let b = parse_operand(b).ok_or(ApiError::InvalidB)?;
     let result = state.balancer.compute(a, b, started).await?;
@@ -179,20 +251,17 @@ async fn answer(
 }
 
 async fn not_found(State(state): State<AppState>) -> Response {
-    rejected(&state, ApiError::NotFound)
+    rejected(&state, ApiError::NotFound).await
 }
 
 async fn method_not_allowed(State(state): State<AppState>) -> Response {
-    rejected(&state, ApiError::MethodNotAllowed)
+    rejected(&state, ApiError::MethodNotAllowed).await
 }
 
-/// A request answered without work, recorded like the others.
-fn rejected(state: &AppState, error: ApiError) -> Response {
-    let response = error.into_response();
-    state
-        .metrics
-        .record_request(Route::Unmatched, response.status().as_u16(), Duration::ZERO);
-    response
+/// A request answered without work, through the same layer as the others.
+async fn rejected(state: &AppState, error: ApiError) -> Response {
+    let answer = std::future::ready(Err(error));
+    state.guard(&state.unmatched, Instant::now(), answer).await
 }
 
 /// The two raw path segments of `/gcd/{a}/{b}`, or `None` for any other

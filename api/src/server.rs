@@ -13,8 +13,9 @@ use crate::{
     balancer::{Balancer, Settings},
     limits,
     metrics::ApiMetrics,
+    metrics::UNMATCHED,
     resolve::{Resolve, SystemResolver},
-    routes::{AppState, GcdShortcut, router},
+    routes::{AppState, Routes, gcd_routes},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +64,20 @@ impl Server {
         self.admin_addr
     }
 
-    /// Serves until `lifecycle` reaches [`Phase::Stopping`] and in-flight
-    /// requests have finished, or the drain timeout has passed.
+    /// Serves the api's routes until `lifecycle` reaches
+    /// [`Phase::Stopping`] and in-flight requests have finished, or the
+    /// drain timeout has passed.
     pub async fn run(self, lifecycle: Lifecycle) -> Result<(), ServerError> {
+        self.run_routes(lifecycle, gcd_routes).await
+    }
+
+    /// [`Server::run`], serving the routes `routes` builds on the shared
+    /// state (see [`crate::routes::fallbacks`] and [`AppState::route`]).
+    pub async fn run_routes(
+        self,
+        lifecycle: Lifecycle,
+        routes: impl FnOnce(AppState) -> Routes,
+    ) -> Result<(), ServerError> {
         let config = self.config;
         let metrics = Arc::new(ApiMetrics::default());
         let balancer = Arc::new(Balancer::new(
@@ -89,6 +101,8 @@ impl Server {
             balancer,
             metrics: metrics.clone(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            handler_timeout: config.http.handler_timeout,
+            unmatched: metrics.route(UNMATCHED),
         };
         config.budget.log("api");
         tracing::info!(
@@ -99,10 +113,11 @@ impl Server {
             max_in_flight = config.max_in_flight,
             "api listening"
         );
+        let Routes { router, shortcut } = routes(state);
         let public = serve::http1::serve_with_shortcut(
             self.public,
-            router(state.clone()),
-            Some(Arc::new(GcdShortcut(state))),
+            router,
+            shortcut,
             config.http,
             lifecycle.reached(Phase::Stopping),
         );

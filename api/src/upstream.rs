@@ -1,13 +1,15 @@
-//! Calls to one gcd replica, on the `h2` crate directly.
+//! Calls to one replica, on the `h2` crate directly.
 //!
-//! The api makes one kind of call, millions of times, so it does not pay for
-//! a general gRPC client: no `tonic` channel, no `tower` buffer or reconnect
-//! layers, no task per call. A call is a request with fixed headers (and
-//! its `grpc-timeout`), a 5-byte frame prefix and a 22-byte message on the
-//! connection's HTTP/2 stream, then one data frame and the trailers back
-//! (results/ledger.md has what this saves). The same path carries the
-//! balancer's health checks (`grpc.health.v1.Health/Check`), which probe a
-//! replica that failed without a user's request waiting on it.
+//! The api makes a few kinds of unary call ([`Rpc`]), millions of times,
+//! so it does not pay for a general gRPC client: no `tonic` channel, no
+//! `tower` buffer or reconnect layers, no task per call. A call is a
+//! request with headers copied from the last call's (and its
+//! `grpc-timeout`), a 5-byte frame prefix and the message in one buffer of
+//! its exact size on the connection's HTTP/2 stream, then one data frame
+//! and the trailers back (results/ledger.md has what this saves). The same
+//! path carries `Compute`, the balancer's health checks
+//! ([`crate::rpc::HealthCheck`], which probe a replica that failed without
+//! a user's request waiting on it) and any other method.
 //!
 //! What a general client gives and this one keeps:
 //! - **connecting** on first use, within the connect timeout, one attempt
@@ -16,12 +18,12 @@
 //!   dropped, and the next call connects again;
 //! - **bounds**: what gcd can make us buffer is bounded by the receive
 //!   windows, the header list limit and the largest answer accepted
-//!   ([`MAX_RESPONSE_BYTES`]); what we can make h2 hold for gcd is bounded
-//!   by the streams below;
+//!   ([`Rpc::MAX_ANSWER_BYTES`]); what we can make h2 hold for gcd is
+//!   bounded by the streams below;
 //! - **errors** typed as the balancer needs them ([`CallError`]): anything
-//!   that kept the call from gcd's handler or broke the connection under
-//!   it (safe to retry: `Compute` is idempotent), a status gcd sent, or an
-//!   answer that is not one.
+//!   that kept the call from the replica's handler or broke the connection
+//!   under it (safe to retry for an idempotent method), a status the
+//!   replica sent, or an answer that is not one.
 //!
 //! **Streams.** h2 queues a request that finds the peer's stream limit
 //! reached, and a stream that never opened cannot be dropped from that
@@ -47,23 +49,22 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use gcd_proto::{
-    GcdRequest, GcdResponse,
-    framing::{self, GRPC_STATUS, GRPC_TIMEOUT, PREFIX_BYTES},
+use gcd_proto::GcdRequest;
+use grpc_wire::{
+    Code, GRPC_MESSAGE, GRPC_TIMEOUT,
+    framing::{self, PREFIX_BYTES},
 };
 use h2::client::SendRequest;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri, header};
 use prost::Message;
 use tokio::{net::TcpStream, sync::Notify, time::Instant};
-use tonic::{Code, Status};
+
+pub use crate::rpc::CallError;
+use crate::rpc::{Compute, HealthCheck, Rpc, SERVING};
 
 /// HTTP/2 receive window, per call and per connection: answers are a few
 /// bytes, and this bounds what a replica can make us buffer.
 pub const WINDOW: u32 = 64 * 1024;
-
-/// The largest answer accepted, frame prefix included: a `GCDResponse` is
-/// at most 11 bytes.
-pub const MAX_RESPONSE_BYTES: usize = 1024;
 
 /// Most streams taken on one replica connection at once, whatever the
 /// replica allows (gcd allows 256 by default); abandoned ones included.
@@ -85,63 +86,28 @@ const SEND_BUFFER_BYTES: usize = 1024;
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-const COMPUTE_PATH: &str = "/pb.GCDService/Compute";
-const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
-
-/// A `HealthCheckRequest` for the whole server (`service` empty), framed.
-const HEALTH_CHECK_REQUEST: &[u8] = &[0, 0, 0, 0, 0];
-
-/// `grpc.health.v1.HealthCheckResponse`: only its status is read.
-#[derive(Clone, PartialEq, Message)]
-struct HealthCheckResponse {
-    #[prost(int32, tag = "1")]
-    status: i32,
-}
-
-/// `HealthCheckResponse.ServingStatus.SERVING`.
-const SERVING: i32 = 1;
-
-/// Why a call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    /// The call did not reach gcd's handler (no connection, no stream
-    /// within the deadline), or the connection or stream broke under it:
-    /// another attempt is safe.
-    #[error("{0}")]
-    Unreachable(String),
-    /// gcd answered with this status.
-    #[error("gcd answered {0}")]
-    Status(Status),
-    /// The replica answered with something that is not an answer.
-    #[error("gcd sent {0}")]
-    Broken(String),
-}
-
-impl CallError {
-    /// The gRPC status code a client would see.
-    pub fn code(&self) -> Code {
-        match self {
-            Self::Unreachable(_) => Code::Unavailable,
-            Self::Status(status) => status.code(),
-            Self::Broken(_) => Code::Internal,
-        }
-    }
-}
-
 /// The connection to one replica, made on first use.
 pub struct Upstream {
     addr: SocketAddr,
-    compute_uri: Uri,
-    health_uri: Uri,
     connect_timeout: Duration,
     connection: Arc<Mutex<Option<Arc<Connection>>>>,
     /// Held while connecting, so that one call connects and the others
     /// wait for it instead of each opening a connection; counts the
     /// connections made.
     connecting: tokio::sync::Mutex<u64>,
+    /// What the next call's request is made from, copied rather than
+    /// built anew.
+    heads: Mutex<Heads>,
+}
+
+/// What calls' requests are copied from.
+struct Heads {
     /// The last call's `grpc-timeout`, in milliseconds, and its headers:
-    /// nearly every call sends the same (see [`grpc_timeout`]).
-    last_headers: Mutex<(u64, HeaderMap)>,
+    /// nearly every call sends the same (see [`grpc_wire::timeout::millis`]).
+    millis: u64,
+    headers: HeaderMap,
+    /// Each method's URI on this replica, made on its first call.
+    uris: Vec<(&'static str, Uri)>,
 }
 
 /// One HTTP/2 connection to a replica, and the streams taken on it.
@@ -220,6 +186,20 @@ struct TakenStream<'a> {
     ended: bool,
 }
 
+impl TakenStream<'_> {
+    /// The stream, or its whole connection, failed: the call may never
+    /// have reached the replica's handler. A reset stream leaves the
+    /// connection usable; anything else (GOAWAY, an I/O error, a protocol
+    /// error) takes it out of use.
+    fn broken(&mut self, error: h2::Error) -> CallError {
+        self.ended = true;
+        if !error.is_reset() {
+            self.upstream.forget(self.connection.generation);
+        }
+        CallError::Unreachable(format!("connection to {}: {error}", self.upstream.addr))
+    }
+}
+
 impl Drop for TakenStream<'_> {
     fn drop(&mut self) {
         if self.ended {
@@ -236,22 +216,16 @@ impl Drop for TakenStream<'_> {
 
 impl Upstream {
     pub fn new(addr: SocketAddr, connect_timeout: Duration) -> Self {
-        let uri = |path| {
-            Uri::builder()
-                .scheme("http")
-                .authority(addr.to_string())
-                .path_and_query(path)
-                .build()
-                .unwrap_or_default()
-        };
         Self {
             addr,
-            compute_uri: uri(COMPUTE_PATH),
-            health_uri: uri(HEALTH_CHECK_PATH),
             connect_timeout,
             connection: Arc::new(Mutex::new(None)),
             connecting: tokio::sync::Mutex::new(0),
-            last_headers: Mutex::new((0, HeaderMap::new())),
+            heads: Mutex::new(Heads {
+                millis: 0,
+                headers: HeaderMap::new(),
+                uris: Vec::new(),
+            }),
         }
     }
 
@@ -261,9 +235,31 @@ impl Upstream {
         lock(&self.connection).is_some()
     }
 
-    /// One `Compute` call. `timeout`, the time left until `deadline`, is
-    /// sent as `grpc-timeout`; the caller enforces it, and the wait for a
-    /// stream ends at `deadline`.
+    /// One call of method `M`. `timeout`, the time left until `deadline`,
+    /// is sent as `grpc-timeout`; the caller enforces it, and the wait for
+    /// a stream ends at `deadline`.
+    pub async fn call<M: Rpc>(
+        &self,
+        request: &M::Request,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<M::Response, CallError> {
+        let head = self.request(M::PATH, timeout);
+        let body = framing::encode(request);
+        let connection = self.connection().await?;
+        let mut stream = self.take_stream(&connection, deadline).await?;
+        let message = exchange(
+            &connection.sender,
+            head,
+            body,
+            M::MAX_ANSWER_BYTES,
+            &mut stream,
+        )
+        .await?;
+        decode(message)
+    }
+
+    /// One `Compute` call.
     pub async fn compute(
         &self,
         a: u64,
@@ -271,55 +267,32 @@ impl Upstream {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<u64, CallError> {
-        let request = self.request(&self.compute_uri, self.headers(timeout));
-        let message = self.call(request, encode(a, b), deadline).await?;
-        decode(message)
+        let request = GcdRequest { a, b };
+        let answer = self.call::<Compute>(&request, deadline, timeout).await?;
+        Ok(answer.result)
     }
 
-    /// A `grpc.health.v1.Health/Check` of the whole server: `Ok` when the
-    /// replica is serving, or answers that it has no health service (as
-    /// the original Go gcd does): it answered, so it is up.
+    /// A health check of the whole server: `Ok` when the replica is
+    /// serving, or answers that it has no health service (as the original
+    /// Go gcd does): it answered, so it is up.
     pub async fn check_health(
         &self,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<(), CallError> {
-        let request = self.request(&self.health_uri, grpc_headers(grpc_timeout_millis(timeout)));
-        let body = Bytes::from_static(HEALTH_CHECK_REQUEST);
-        let message = match self.call(request, body, deadline).await {
-            Err(CallError::Status(status)) if status.code() == Code::Unimplemented => return Ok(()),
-            other => other?,
-        };
-        let status = message
-            .get(PREFIX_BYTES..)
-            .and_then(|payload| HealthCheckResponse::decode(payload).ok())
-            .map(|response| response.status);
-        match status {
-            Some(SERVING) => Ok(()),
-            Some(status) => Err(CallError::Broken(format!("health status {status}"))),
-            None => Err(CallError::Broken("an undecodable health answer".into())),
+        let request = Default::default();
+        match self.call::<HealthCheck>(&request, deadline, timeout).await {
+            Ok(answer) if answer.status == SERVING => Ok(()),
+            Ok(answer) => Err(CallError::Broken(format!(
+                "health status {}",
+                answer.status
+            ))),
+            Err(CallError::Status {
+                code: Code::Unimplemented,
+                ..
+            }) => Ok(()),
+            Err(error) => Err(error),
         }
-    }
-
-    /// One call on the open connection, or a new one: its answer's framed
-    /// message.
-    async fn call(
-        &self,
-        request: Request<()>,
-        body: Bytes,
-        deadline: Instant,
-    ) -> Result<Bytes, CallError> {
-        let connection = self.connection().await?;
-        let mut stream = self.take_stream(&connection, deadline).await?;
-        let result = exchange(&connection.sender, request, body, &mut stream).await;
-        // A reset stream leaves the connection usable; anything else
-        // (GOAWAY, an I/O error, a protocol error) does not.
-        if let Err(Failure::Connection(error)) = &result
-            && !error.is_reset()
-        {
-            self.forget(connection.generation);
-        }
-        result.map_err(CallError::from)
     }
 
     /// A stream on `connection`, waiting until `deadline` for one if the
@@ -362,23 +335,39 @@ impl Upstream {
         }
     }
 
-    fn request(&self, uri: &Uri, headers: HeaderMap) -> Request<()> {
+    /// A call's request to `path`: its headers copied from the last call's
+    /// unless its `grpc-timeout` differs, which is rare (see
+    /// [`grpc_wire::timeout::millis`]), and its URI from the method's last
+    /// call.
+    fn request(&self, path: &'static str, timeout: Duration) -> Request<()> {
+        let millis = grpc_wire::timeout::millis(timeout);
         let mut request = Request::new(());
         *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri.clone();
-        *request.headers_mut() = headers;
+        let mut heads = lock(&self.heads);
+        if heads.millis != millis {
+            heads.millis = millis;
+            heads.headers = grpc_headers(millis);
+        }
+        *request.headers_mut() = heads.headers.clone();
+        let known = heads.uris.iter().find(|(known, _)| *known == path);
+        *request.uri_mut() = match known {
+            Some((_, uri)) => uri.clone(),
+            None => {
+                let uri = self.uri(path);
+                heads.uris.push((path, uri.clone()));
+                uri
+            }
+        };
         request
     }
 
-    /// A `Compute` call's headers: copied from the last call's unless its
-    /// `grpc-timeout` differs, which is rare (see [`grpc_timeout`]).
-    fn headers(&self, timeout: Duration) -> HeaderMap {
-        let millis = grpc_timeout_millis(timeout);
-        let mut last = lock(&self.last_headers);
-        if last.0 != millis {
-            *last = (millis, grpc_headers(millis));
-        }
-        last.1.clone()
+    fn uri(&self, path: &'static str) -> Uri {
+        Uri::builder()
+            .scheme("http")
+            .authority(self.addr.to_string())
+            .path_and_query(path)
+            .build()
+            .unwrap_or_default()
     }
 
     /// The open connection, or a new one.
@@ -412,7 +401,7 @@ impl Upstream {
             .max_send_buffer_size(SEND_BUFFER_BYTES)
             .handshake::<_, Bytes>(tcp)
             .await
-            .map_err(|e| CallError::from(Failure::Connection(e)))?;
+            .map_err(|e| CallError::Unreachable(format!("connection to {}: {e}", self.addr)))?;
         let pings = connection.ping_pong();
         let close = Arc::new(Notify::new());
         // The connection runs in a task of its own until gcd or the network
@@ -449,13 +438,15 @@ impl Upstream {
 }
 
 /// Sends `request` and `body` on `stream`'s connection and reads the
-/// answer's message, marking the stream ended once h2 has seen it end.
+/// answer's message (at most `max_answer_bytes` with its prefix), marking
+/// the stream ended once h2 has seen it end.
 async fn exchange(
     sender: &SendRequest<Bytes>,
     request: Request<()>,
     body: Bytes,
+    max_answer_bytes: usize,
     stream: &mut TakenStream<'_>,
-) -> Result<Bytes, Failure> {
+) -> Result<Bytes, CallError> {
     // A stream is free (taken above), so h2 opens this one at once rather
     // than queueing it.
     let mut sender = sender.clone();
@@ -466,16 +457,10 @@ async fn exchange(
             Ok(response)
         });
     let response = match sent {
-        Ok(response) => response,
-        Err(error) => {
-            stream.ended = true;
-            return Err(Failure::Connection(error));
-        }
+        Ok(response) => response.await,
+        Err(error) => Err(error),
     };
-    let response = response.await.map_err(|error| {
-        stream.ended = true;
-        Failure::Connection(error)
-    })?;
+    let response = response.map_err(|error| stream.broken(error))?;
     let (parts, mut body) = response.into_parts();
     stream.ended = body.is_end_stream();
     if parts.status != http::StatusCode::OK {
@@ -484,31 +469,25 @@ async fn exchange(
     // A Trailers-Only answer carries its status in the headers, and no
     // message: an error, or a broken answer if it says OK.
     match status_of(&parts.headers) {
-        Some(Ok(())) => return Err(Failure::Answer("OK without a message".into())),
-        Some(Err(status)) => return Err(Failure::Status(status)),
+        Some(Ok(())) => return Err(CallError::Broken("OK without a message".into())),
+        Some(Err(error)) => return Err(error),
         None => {}
     }
     let mut message = BytesMut::new();
     while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(|error| {
-            stream.ended = true;
-            Failure::Connection(error)
-        })?;
+        let chunk = chunk.map_err(|error| stream.broken(error))?;
         let _ = body.flow_control().release_capacity(chunk.len());
-        if message.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(Failure::Answer("an answer too large".into()));
+        if message.len() + chunk.len() > max_answer_bytes {
+            return Err(CallError::Broken("an answer too large".into()));
         }
         message.extend_from_slice(&chunk);
     }
     let trailers = body.trailers().await;
     stream.ended = true;
-    match trailers
-        .map_err(Failure::Connection)?
-        .as_ref()
-        .and_then(status_of)
-    {
-        None => Err(Failure::Answer("an answer without grpc-status".into())),
-        Some(Err(status)) => Err(Failure::Status(status)),
+    let trailers = trailers.map_err(|error| stream.broken(error))?;
+    match trailers.as_ref().and_then(status_of) {
+        None => Err(CallError::Broken("an answer without grpc-status".into())),
+        Some(Err(error)) => Err(error),
         Some(Ok(())) => Ok(message.freeze()),
     }
 }
@@ -531,32 +510,8 @@ async fn keep_alive(pings: Option<h2::PingPong>) {
     }
 }
 
-/// Why an exchange failed, before it becomes a [`CallError`].
-enum Failure {
-    /// The connection or the call's stream failed: the call may never have
-    /// reached gcd's handler.
-    Connection(h2::Error),
-    /// gcd answered with this status.
-    Status(Status),
-    /// gcd answered with something that is not an answer.
-    Answer(String),
-}
-
-impl From<Failure> for CallError {
-    fn from(failure: Failure) -> Self {
-        match failure {
-            Failure::Connection(error) => Self::Unreachable(format!("connection to gcd: {error}")),
-            Failure::Status(status) => Self::Status(status),
-            Failure::Answer(what) => Self::Broken(what),
-        }
-    }
-}
-
-fn encode(a: u64, b: u64) -> Bytes {
-    framing::encode(&GcdRequest { a, b })
-}
-
-fn decode(message: Bytes) -> Result<u64, CallError> {
+/// The message in a framed answer.
+fn decode<M: Message + Default>(message: Bytes) -> Result<M, CallError> {
     let broken = |what: String| Err(CallError::Broken(what));
     let length = match framing::message_length(&message) {
         None => return broken("a message shorter than its prefix".into()),
@@ -566,80 +521,57 @@ fn decode(message: Bytes) -> Result<u64, CallError> {
     if length != message.len() - PREFIX_BYTES {
         return broken("a message whose length does not match".into());
     }
-    GcdResponse::decode(&message[PREFIX_BYTES..])
-        .map(|response| response.result)
+    M::decode(&message[PREFIX_BYTES..])
         .map_err(|e| CallError::Broken(format!("an undecodable answer ({e})")))
 }
 
 /// An HTTP answer other than 200, as the gRPC spec maps it: what a proxy
-/// in front of gcd says when it cannot reach it (429, 502, 503, 504) is
-/// `UNAVAILABLE`, to be retried; anything else is not a gRPC answer.
-fn not_grpc(status: http::StatusCode) -> Failure {
+/// in front of the replica says when it cannot reach it (429, 502, 503,
+/// 504) is `UNAVAILABLE`, to be retried; anything else is not a gRPC
+/// answer.
+fn not_grpc(status: http::StatusCode) -> CallError {
     match status.as_u16() {
-        429 | 502 | 503 | 504 => Failure::Status(Status::unavailable(format!(
-            "HTTP status {status} on the way to gcd"
-        ))),
-        _ => Failure::Answer(format!("HTTP status {status}")),
+        429 | 502 | 503 | 504 => {
+            CallError::Unreachable(format!("HTTP status {status} on the way to the replica"))
+        }
+        _ => CallError::Broken(format!("HTTP status {status}")),
     }
 }
 
 /// The status in `grpc-status` / `grpc-message`, if there is one: `Ok` for
-/// OK (every successful call, so nothing more is read or built), the whole
-/// status otherwise.
-fn status_of(headers: &HeaderMap) -> Option<Result<(), Status>> {
-    // An answer's header blocks hold a field or two: comparing their names
-    // costs less than hashing the one looked for.
-    let code = headers
-        .iter()
-        .find_map(|(name, value)| (name == GRPC_STATUS).then_some(value))?;
-    if code.as_bytes() == b"0" {
+/// OK (every successful call, so nothing more is read or built), the
+/// failure otherwise. `UNAVAILABLE` and `RESOURCE_EXHAUSTED` are the
+/// replica turning the call away before running it (every place taken,
+/// see `ops::serve::grpc`, or draining): unreachable, so another replica
+/// is tried. Other statuses are the replica's final answer.
+fn status_of(headers: &HeaderMap) -> Option<Result<(), CallError>> {
+    let code = Code::of(headers)?.unwrap_or(Code::Unknown);
+    if code == Code::Ok {
         return Some(Ok(()));
     }
-    let code = std::str::from_utf8(code.as_bytes())
-        .ok()
-        .and_then(|code| code.parse::<i32>().ok())
-        .map_or(Code::Unknown, Code::from_i32);
     let message = headers
-        .get("grpc-message")
+        .get(GRPC_MESSAGE)
         .map(|m| {
             percent_encoding::percent_decode(m.as_bytes())
                 .decode_utf8_lossy()
                 .into_owned()
         })
         .unwrap_or_default();
-    Some(Err(Status::new(code, message)))
-}
-
-/// `grpc-timeout` is sent in whole milliseconds, rounded up so that it
-/// never reads as already passed (at most 8 digits: 27 hours; deadlines are
-/// seconds). Milliseconds rather than anything finer because the value then
-/// repeats from call to call (a first attempt's time is the whole
-/// deadline, or half of it), so the header value is made once, and HPACK
-/// sends a repeated header as a one-byte index instead of a new literal for
-/// both ends to Huffman-code and enter in their tables (results/ledger.md).
-fn grpc_timeout_millis(timeout: Duration) -> u64 {
-    timeout.as_nanos().div_ceil(1_000_000).clamp(1, 99_999_999) as u64
+    Some(Err(match code {
+        Code::Unavailable | Code::ResourceExhausted => {
+            CallError::Unreachable(format!("the replica answered {code:?}: {message}"))
+        }
+        code => CallError::Status { code, message },
+    }))
 }
 
 /// The headers of a call with `grpc-timeout` `millis`.
 fn grpc_headers(millis: u64) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(3);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
+    headers.insert(header::CONTENT_TYPE, grpc_wire::content_type());
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    headers.insert(GRPC_TIMEOUT, grpc_timeout(millis));
+    headers.insert(GRPC_TIMEOUT, grpc_wire::timeout::header_value(millis));
     headers
-}
-
-/// The `grpc-timeout` value for `millis` (from [`grpc_timeout_millis`]).
-fn grpc_timeout(millis: u64) -> HeaderValue {
-    let mut value = BytesMut::with_capacity(9);
-    value.extend_from_slice(itoa::Buffer::new().format(millis).as_bytes());
-    value.extend_from_slice(b"m");
-    // Digits and a letter: always a valid header value.
-    HeaderValue::from_maybe_shared(value.freeze()).unwrap_or(HeaderValue::from_static("99999999m"))
 }
 
 /// Takes connection `generation` out of use if it is still the open one,
@@ -662,11 +594,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use bytes::BufMut;
 
+    use gcd_proto::GcdResponse;
+
     use super::*;
 
     #[test]
     fn messages_round_trip_with_the_grpc_frame_prefix() {
-        let request = encode(12, 18);
+        let request = framing::encode(&GcdRequest { a: 12, b: 18 });
         assert_eq!(&request[..5], &[0, 0, 0, 0, 4]);
         assert_eq!(
             GcdRequest::decode(&request[5..]).unwrap(),
@@ -677,11 +611,15 @@ mod tests {
         answer.put_u8(0);
         answer.put_u32(2);
         answer.put_slice(&[8, 6]);
-        assert!(matches!(decode(answer.freeze()), Ok(6)));
+        let decode = decode::<GcdResponse>;
+        assert!(matches!(
+            decode(answer.freeze()),
+            Ok(GcdResponse { result: 6 })
+        ));
         // The default value is an empty message.
         assert!(matches!(
             decode(Bytes::from_static(&[0, 0, 0, 0, 0])),
-            Ok(0)
+            Ok(GcdResponse { result: 0 })
         ));
     }
 
@@ -694,7 +632,7 @@ mod tests {
             &[0, 0, 0, 0, 3, 8][..], // shorter than it says
             &[0, 0, 0, 0, 1, 8][..], // a truncated varint
         ] {
-            let error = decode(Bytes::copy_from_slice(bad)).unwrap_err();
+            let error = decode::<GcdResponse>(Bytes::copy_from_slice(bad)).unwrap_err();
             assert!(matches!(error, CallError::Broken(_)), "{bad:?}: {error}");
         }
     }
@@ -703,19 +641,28 @@ mod tests {
     fn statuses_come_from_grpc_status_and_grpc_message() {
         let mut headers = HeaderMap::new();
         assert!(status_of(&headers).is_none());
-        headers.insert("grpc-status", HeaderValue::from_static("8"));
-        headers.insert("grpc-message", HeaderValue::from_static("too%20many"));
-        let status = status_of(&headers).unwrap().unwrap_err();
+        headers.insert(grpc_wire::GRPC_STATUS, Code::InvalidArgument.header_value());
+        headers.insert(GRPC_MESSAGE, HeaderValue::from_static("bad%20input"));
+        let error = status_of(&headers).unwrap().unwrap_err();
+        let CallError::Status { code, message } = error else {
+            panic!("{error}")
+        };
         assert_eq!(
-            (status.code(), status.message()),
-            (Code::ResourceExhausted, "too many")
+            (code, message.as_str()),
+            (Code::InvalidArgument, "bad input")
         );
-        headers.insert("grpc-status", HeaderValue::from_static("x"));
+        // Turned away before running: another replica may take it.
+        for turned_away in [Code::ResourceExhausted, Code::Unavailable] {
+            headers.insert(grpc_wire::GRPC_STATUS, turned_away.header_value());
+            let error = status_of(&headers).unwrap().unwrap_err();
+            assert!(matches!(error, CallError::Unreachable(_)), "{error}");
+        }
+        headers.insert(grpc_wire::GRPC_STATUS, HeaderValue::from_static("x"));
         assert_eq!(
             status_of(&headers).unwrap().unwrap_err().code(),
             Code::Unknown
         );
-        headers.insert("grpc-status", HeaderValue::from_static("0"));
+        headers.insert(grpc_wire::GRPC_STATUS, grpc_wire::Code::Ok.header_value());
         assert!(status_of(&headers).unwrap().is_ok());
     }
 
@@ -729,7 +676,7 @@ mod tests {
             (404, Code::Internal),
             (500, Code::Internal),
         ] {
-            let error = CallError::from(not_grpc(http::StatusCode::from_u16(http).unwrap()));
+            let error = not_grpc(http::StatusCode::from_u16(http).unwrap());
             assert_eq!(error.code(), code, "HTTP {http}: {error}");
         }
     }
@@ -737,7 +684,8 @@ mod tests {
     #[test]
     fn timeouts_are_sent_in_milliseconds_rounded_up() {
         let upstream = Upstream::new(([127, 0, 0, 1], 1).into(), Duration::from_secs(1));
-        let header = |timeout| upstream.headers(timeout)[GRPC_TIMEOUT].clone();
+        let header =
+            |timeout| upstream.request(Compute::PATH, timeout).headers()[GRPC_TIMEOUT].clone();
         assert_eq!(header(Duration::from_secs(1)), "1000m");
         assert_eq!(header(Duration::from_micros(999_999)), "1000m");
         assert_eq!(header(Duration::from_nanos(1)), "1m");

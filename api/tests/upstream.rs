@@ -17,7 +17,7 @@ use testkit::{
     process::Service,
 };
 use tokio::time::Instant;
-use tonic::{Code, Status};
+use tonic::Status;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -71,18 +71,19 @@ async fn answers_and_the_statuses_gcd_sends_are_passed_on() {
         .compute(1, 5, Instant::now() + TIMEOUT, TIMEOUT)
         .await
         .unwrap_err();
-    let CallError::Status(status) = error else {
+    let CallError::Status { code, message } = error else {
         panic!("{error}")
     };
     assert_eq!(
-        (status.code(), status.message()),
-        (Code::InvalidArgument, "scripted: bad input")
+        (code, message.as_str()),
+        (grpc_wire::Code::InvalidArgument, "scripted: bad input")
     );
     let error = upstream
         .compute(2, 5, Instant::now() + TIMEOUT, TIMEOUT)
         .await
         .unwrap_err();
-    assert_eq!(error.code(), Code::ResourceExhausted, "{error}");
+    // Turned away: another replica may take it.
+    assert!(matches!(error, CallError::Unreachable(_)), "{error}");
     // A status is an answer: the connection stays.
     assert!(upstream.is_connected());
     assert_eq!(

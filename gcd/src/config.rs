@@ -82,6 +82,16 @@ pub struct Args {
     pub check_config: bool,
 }
 
+/// Every method the gRPC port serves, with its message limit.
+fn methods(more: crate::MoreRoutes) -> Result<Vec<ops::serve::routes::Method>, ConfigError> {
+    crate::server::routes(Default::default())
+        .map(|routes| more(routes).methods())
+        .map_err(|err| ConfigError::Invalid {
+            name: "the gRPC services".into(),
+            reason: err.to_string(),
+        })
+}
+
 /// Validated configuration of a gcd process.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -97,7 +107,13 @@ pub struct Config {
 impl Config {
     /// From flags and environment; `open_files` is the process's limit on
     /// file descriptors, which the connection cap must also fit.
-    pub fn from_args(args: Args, open_files: u64) -> Result<Self, ConfigError> {
+    /// `more` adds methods to the gRPC port's own ([`crate::MoreRoutes`]),
+    /// which the memory budget counts.
+    pub fn from_args(
+        args: Args,
+        open_files: u64,
+        more: crate::MoreRoutes,
+    ) -> Result<Self, ConfigError> {
         let ms = |name, flag, var, default_ms, range| {
             ranged_millis(name, flag, var, Duration::from_millis(default_ms), range)
         };
@@ -117,6 +133,7 @@ impl Config {
                 1..=65536,
             )?,
             open_files,
+            &methods(more)?,
         )?;
         Ok(Self {
             listen: flag_or_env(args.listen, "GCD_LISTEN", ([0, 0, 0, 0], 3000).into())?,
@@ -165,7 +182,6 @@ impl Config {
                 )?,
                 keepalive_interval: limits::KEEPALIVE_INTERVAL,
                 keepalive_timeout: limits::KEEPALIVE_TIMEOUT,
-                long_lived_methods: limits::LONG_LIVED_METHODS,
             },
             budget: caps.budget,
             process: ProcessConfig::from_flags(

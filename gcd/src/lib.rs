@@ -2,12 +2,12 @@
 //! Kubernetes workload needs around it.
 //!
 //! - [`compute`]: the arithmetic, a pure function.
-//! - [`service`]: the `Compute` handler, written by hand for the hot path,
-//!   and its metrics.
-//! - [`server`]: binds the gRPC port (Compute, `grpc.health.v1`, reflection)
-//!   and the admin port, serves them with the bounded drivers of
-//!   [`ops::serve`], and runs both through the shared shutdown choreography
-//!   in [`ops::lifecycle`].
+//! - [`service`]: the `Compute` handler and its metrics.
+//! - [`server`]: registers the gRPC port's methods (Compute on the fast
+//!   lane, reflection; the port adds `grpc.health.v1`), binds it and the
+//!   admin port, serves them with the bounded drivers of [`ops::serve`],
+//!   and runs both through the shared shutdown choreography in
+//!   [`ops::lifecycle`].
 //! - [`limits`]: the worst-case memory of each connection and call, and
 //!   the caps derived from the memory limit.
 //! - [`config`]: flags and environment variables, with their ranges.
@@ -18,5 +18,34 @@ pub mod limits;
 pub mod server;
 pub mod service;
 
+use std::process::ExitCode;
+
 pub use config::Config;
+use ops::serve::routes::GrpcRoutesBuilder;
 pub use server::{Server, ServerError};
+
+/// More methods on gcd's gRPC port: how a binary built on gcd adds its own
+/// (`|routes| routes.unary(PATH, handler)`); they get every bound, health,
+/// metrics and their place in the memory budget, as gcd's own do.
+pub type MoreRoutes = fn(GrpcRoutesBuilder) -> GrpcRoutesBuilder;
+
+/// The whole of a gcd binary after its allocator: flags, configuration,
+/// `--check-config`, then serving gcd's methods and `more` until stopped.
+pub fn main_with(more: MoreRoutes) -> ExitCode {
+    let args: config::Args = match ops::config::parse_args() {
+        Ok(args) => args,
+        Err(exit) => return exit,
+    };
+    ops::logging::init();
+    let open_files = ops::budget::raise_open_file_limit();
+    let config = match Config::from_args(args, open_files, more) {
+        Ok(config) => config,
+        Err(err) => return ops::process::invalid_config(&err),
+    };
+    if config.check_only {
+        return ops::process::report_budget("gcd", &config.budget);
+    }
+    ops::process::run("gcd", config.process, |lifecycle| async move {
+        Server::bind(config).await?.run(lifecycle, more).await
+    })
+}

@@ -11,7 +11,10 @@ use std::time::Duration;
 use ops::{
     ConfigError,
     budget::{Budget, MemoryLimit},
-    serve::{SocketBuffers, grpc},
+    serve::{
+        SocketBuffers, grpc,
+        routes::{DEFAULT_MAX_MESSAGE_BYTES, Method},
+    },
 };
 
 const KIB: u64 = 1024;
@@ -23,11 +26,24 @@ pub const BASELINE: u64 = 6 * MIB;
 /// block, the HPACK table, a connection window of unread data, and the
 /// task (measured: 74 KiB with a call open).
 pub const CONNECTION: u64 = 96 * KIB;
-/// One call at its worst: request headers up to the header-list limit
-/// sent as literals, tonic's decode buffer, a message, its task and its
-/// response, which the call holds until h2 has written it (measured: 28 KiB
-/// for a reflection stream).
+/// One call at its worst with messages of at most
+/// [`DEFAULT_MAX_MESSAGE_BYTES`]: request headers up to the header-list
+/// limit sent as literals, tonic's decode buffer, a message, its task and
+/// its response, which the call holds until h2 has written it (measured:
+/// 28 KiB for a reflection stream). A method with a larger limit adds
+/// twice the difference to every call ([`call_bytes`]).
 pub const CALL: u64 = 32 * KIB;
+
+/// One call at its worst when the largest message any method takes is
+/// that of `methods`: the message as received, and decoded.
+pub fn call_bytes(methods: &[Method]) -> u64 {
+    let largest = methods
+        .iter()
+        .map(|method| method.max_message_bytes)
+        .max()
+        .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+    CALL + 2 * largest.saturating_sub(DEFAULT_MAX_MESSAGE_BYTES) as u64
+}
 
 /// Kernel buffers of each gRPC connection: plenty for the api's small
 /// multiplexed calls, and a bound on what a client can park in the kernel.
@@ -52,11 +68,6 @@ const RESERVED_FILES: u64 = 64;
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Streams meant to stay open: health `Watch` reports changes for as long
-/// as the client listens. Its request must still arrive within the call
-/// timeout, and its memory is a call's.
-pub const LONG_LIVED_METHODS: &[&str] = &["/grpc.health.v1.Health/Watch"];
-
 /// The caps in force, and the budget they add up to.
 #[derive(Debug, Clone)]
 pub struct Caps {
@@ -69,13 +80,16 @@ pub struct Caps {
 /// the others as large as fit, calls taking half of what the fixed parts
 /// leave and connections the rest, never above the defaults, and never
 /// more connections than `open_files` allows (an error if it allows fewer
-/// than a few).
+/// than a few). A call is sized for the largest message of `methods`,
+/// which the budget lists.
 pub fn plan(
     limit: Option<MemoryLimit>,
     connections: Option<usize>,
     calls: Option<usize>,
     open_files: u64,
+    methods: &[Method],
 ) -> Result<Caps, ConfigError> {
+    let call = call_bytes(methods);
     let file_room = ops::budget::open_file_room(
         "--max-connections (GCD_MAX_CONNECTIONS)",
         connections,
@@ -90,12 +104,12 @@ pub fn plan(
     budget.add(
         "gRPC calls waiting for the place of an evicted connection",
         grpc::MAX_WAITING_CALLS as u64,
-        CALL,
+        call,
     );
     let max_calls = budget.share(
         "gRPC calls in flight beyond the connections' reserved ones",
         calls,
-        CALL,
+        call,
         DEFAULT_MAX_CALLS,
         MIN_CALLS,
         2,
@@ -104,18 +118,31 @@ pub fn plan(
         "gRPC connections (with their reserved calls and kernel socket buffers)",
         connections,
         CONNECTION
-            + grpc::RESERVED_CALLS_PER_CONNECTION as u64 * CALL
+            + grpc::RESERVED_CALLS_PER_CONNECTION as u64 * call
             + SOCKET_BUFFERS.worst_case_bytes(),
         DEFAULT_MAX_CONNECTIONS.min(file_room),
         MIN_CONNECTIONS,
         1,
     )?;
+    budget.note(methods_table(methods));
     budget.ensure_fits()?;
     Ok(Caps {
         max_connections,
         max_calls,
         budget,
     })
+}
+
+/// The methods a call is sized for, one line each.
+fn methods_table(methods: &[Method]) -> String {
+    let mut table = String::from("gRPC methods (a call is sized for the largest message):");
+    for method in methods {
+        table.push_str(&format!(
+            "\n- {}: messages up to {} bytes",
+            method.path, method.max_message_bytes
+        ));
+    }
+    table
 }
 
 #[cfg(test)]
@@ -128,7 +155,7 @@ mod tests {
 
     #[test]
     fn the_manifest_limit_gives_caps_that_fit() {
-        let caps = plan(limit(32 * MIB), None, None, 1 << 20).unwrap();
+        let caps = plan(limit(32 * MIB), None, None, 1 << 20, &[]).unwrap();
         assert!(caps.budget.total() <= 24 * MIB, "{}", caps.budget);
         assert!(caps.max_connections >= 32, "{}", caps.budget);
         assert!(caps.max_calls >= 256, "{}", caps.budget);
@@ -136,31 +163,33 @@ mod tests {
 
     #[test]
     fn no_limit_keeps_the_defaults() {
-        let caps = plan(None, None, None, 1 << 20).unwrap();
+        let caps = plan(None, None, None, 1 << 20, &[]).unwrap();
         assert_eq!(caps.max_connections, 1024);
         assert_eq!(caps.max_calls, 1024);
     }
 
     #[test]
     fn explicit_caps_that_do_not_fit_are_refused() {
-        let err = plan(limit(32 * MIB), Some(5000), None, 1 << 20).unwrap_err();
+        let err = plan(limit(32 * MIB), Some(5000), None, 1 << 20, &[]).unwrap_err();
         assert!(err.to_string().contains("memory limit"), "{err}");
-        let err = plan(None, Some(5000), None, 1024).unwrap_err();
+        let err = plan(None, Some(5000), None, 1024, &[]).unwrap_err();
         assert!(err.to_string().contains("open-file limit"), "{err}");
     }
 
     #[test]
     fn the_open_file_limit_caps_derived_connections() {
-        let caps = plan(None, None, None, 1024).unwrap();
+        let caps = plan(None, None, None, 1024, &[]).unwrap();
         assert_eq!(caps.max_connections, 1024 - 16 - 64);
     }
 
     #[test]
     fn an_open_file_limit_below_the_floor_is_refused() {
         let floor = ops::admin::LIMITS.max_connections as u64 + RESERVED_FILES + MIN_CONNECTIONS;
-        let caps = plan(None, None, None, floor).unwrap();
+        let caps = plan(None, None, None, floor, &[]).unwrap();
         assert_eq!(caps.max_connections as u64, MIN_CONNECTIONS);
-        let err = plan(None, None, None, floor - 1).unwrap_err().to_string();
+        let err = plan(None, None, None, floor - 1, &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&format!("at least {floor}")), "{err}");
     }
 }

@@ -2,28 +2,11 @@
 
 use std::process::ExitCode;
 
-use gcd::{Config, Server};
-
 /// dlmalloc, not musl's own malloc, whose RSS grows without end once a
 /// second thread allocates (see [`ops::alloc`]).
 #[global_allocator]
 static ALLOCATOR: ops::alloc::Allocator = ops::alloc::Allocator;
 
 fn main() -> ExitCode {
-    let args: gcd::config::Args = match ops::config::parse_args() {
-        Ok(args) => args,
-        Err(exit) => return exit,
-    };
-    ops::logging::init();
-    let open_files = ops::budget::raise_open_file_limit();
-    let config = match Config::from_args(args, open_files) {
-        Ok(config) => config,
-        Err(err) => return ops::process::invalid_config(&err),
-    };
-    if config.check_only {
-        return ops::process::report_budget("gcd", &config.budget);
-    }
-    ops::process::run("gcd", config.process, |lifecycle| async move {
-        Server::bind(config).await?.run(lifecycle).await
-    })
+    gcd::main_with(|routes| routes)
 }

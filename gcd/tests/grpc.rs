@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use gcd_proto::{GcdRequest, GcdResponse, gcd_service_client::GcdServiceClient};
-use testkit::{http::get, process::Service};
+use testkit::{Padded, http::get, process::Service};
 use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -154,14 +154,14 @@ fn oversized_messages_are_rejected() {
             )
             .await
             .unwrap_err();
-        assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
         // The connection is still usable.
         assert_eq!(compute(&channel, 12, 18).await.unwrap(), 6);
 
         // Health and reflection have the same limit.
         let long_name = "x".repeat(4096);
         let status = health(&channel, &long_name).await.unwrap_err();
-        assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
         let request = ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::FileContainingSymbol(long_name)),
@@ -426,6 +426,18 @@ fn bad_configuration_exits_2_with_a_clear_message() {
         testkit::process::run_to_exit("gcd", &["--check-config", "--memory-limit", "32Mi"], &[]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("gRPC connections"), "{text}");
+    // Every method the port serves, with the limit its calls are sized for.
+    for method in [
+        "/pb.GCDService/Compute",
+        "/grpc.health.v1.Health/*",
+        "/grpc.reflection.v1.ServerReflection/*",
+        "/grpc.reflection.v1alpha.ServerReflection/*",
+    ] {
+        assert!(
+            text.contains(&format!("- {method}: messages up to 1024 bytes")),
+            "{method}: {text}"
+        );
+    }
 }
 
 #[test]
@@ -503,16 +515,4 @@ fn a_stopping_signal_drains_then_exits_zero(signal: &str) {
         "exit status {status:?}; log:\n{}",
         gcd.log()
     );
-}
-
-/// `GCDRequest` with an extra field: what a client with a newer or hostile
-/// schema might send.
-#[derive(Clone, PartialEq, prost::Message)]
-struct Padded {
-    #[prost(uint64, tag = "1")]
-    a: u64,
-    #[prost(uint64, tag = "2")]
-    b: u64,
-    #[prost(bytes = "vec", tag = "3")]
-    padding: Vec<u8>,
 }

@@ -55,7 +55,10 @@ impl ZeroWindowClient {
     /// Sends a whole `Compute` call.
     async fn send_compute(&mut self) -> ResponseFuture {
         let request = Request::post("http://gcd/pb.GCDService/Compute")
-            .header("content-type", "application/grpc")
+            .header(
+                tonic::codegen::http::header::CONTENT_TYPE,
+                grpc_wire::CONTENT_TYPE,
+            )
             .header("te", "trailers")
             .body(())
             .unwrap();
@@ -111,7 +114,10 @@ fn a_connection_whose_answers_wait_for_window_is_stalled_not_idle() {
         for _ in 0..3 {
             let head = client.compute().await;
             assert_eq!(head.status(), 200);
-            assert!(head.headers().get("grpc-status").is_none(), "{head:?}");
+            assert!(
+                head.headers().get(grpc_wire::GRPC_STATUS).is_none(),
+                "{head:?}"
+            );
         }
         // Stalled when no call has ended for the call (and write) timeout
         // and 1 s: 1.5 s.
@@ -150,7 +156,10 @@ fn an_unsent_answer_keeps_its_place() {
         let mut other = ZeroWindowClient::connect(gcd.addr).await;
         for _ in 0..3 {
             let head = other.compute().await;
-            assert!(head.headers().get("grpc-status").is_none(), "{head:?}");
+            assert!(
+                head.headers().get(grpc_wire::GRPC_STATUS).is_none(),
+                "{head:?}"
+            );
         }
         let closed = holder.closed_within(Duration::from_secs(10)).await;
         assert!(

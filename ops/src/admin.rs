@@ -59,6 +59,20 @@ pub trait Metrics: Send + Sync + 'static {
     fn render(&self, out: &mut Exposition);
 }
 
+impl<T: Metrics + ?Sized> Metrics for Arc<T> {
+    fn render(&self, out: &mut Exposition) {
+        (**self).render(out);
+    }
+}
+
+/// Two sources of metrics on one port: a service's own, and its port's.
+impl<A: Metrics, B: Metrics> Metrics for (A, B) {
+    fn render(&self, out: &mut Exposition) {
+        self.0.render(out);
+        self.1.render(out);
+    }
+}
+
 #[derive(Clone)]
 struct AdminState {
     lifecycle: Lifecycle,

@@ -151,6 +151,8 @@ impl Line {
 pub struct Budget {
     limit: Option<MemoryLimit>,
     lines: Vec<Line>,
+    /// What the lines were sized for, printed under them.
+    notes: Vec<String>,
 }
 
 impl Budget {
@@ -158,6 +160,7 @@ impl Budget {
         Self {
             limit,
             lines: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -167,6 +170,12 @@ impl Budget {
 
     pub fn lines(&self) -> &[Line] {
         &self.lines
+    }
+
+    /// Adds a note on what the lines were sized for (printed after the
+    /// table).
+    pub fn note(&mut self, note: String) {
+        self.notes.push(note);
     }
 
     /// Adds a line whose count is already decided.
@@ -354,6 +363,9 @@ impl fmt::Display for Budget {
             )?;
         }
         writeln!(f, "| **total** | | | **{}** |", mib(self.total()))?;
+        for note in &self.notes {
+            writeln!(f, "{note}")?;
+        }
         match (&self.limit, self.usable()) {
             (Some(limit), Some(usable)) => write!(
                 f,

@@ -1,10 +1,8 @@
 //! The `pb` package from `gcd.proto`: message types, the `GCDService`
 //! client and server trait (used by the tests, the load generator and the
-//! stand-in replicas; api and gcd speak `Compute` by hand on the hot path,
-//! with [`framing`]), the service's name, and the encoded descriptor set
-//! that `gcd` hands to gRPC server reflection.
-
-pub mod framing;
+//! stand-in replicas; api and gcd speak `Compute` on the hot path with
+//! `grpc-wire`'s framing), the service's name, and the encoded descriptor
+//! set that `gcd` hands to gRPC server reflection.
 
 #[allow(clippy::all, missing_docs)]
 mod generated {

@@ -294,15 +294,16 @@ async fn answer_scripted(
         let _ = body.flow_control().release_capacity(chunk.len());
         message.extend_from_slice(&chunk);
     }
-    let head = |grpc_status: Option<&'static str>| {
-        let mut response = http::Response::builder().header("content-type", "application/grpc");
+    let head = |grpc_status: Option<grpc_wire::Code>| {
+        let mut response =
+            http::Response::builder().header(http::header::CONTENT_TYPE, grpc_wire::content_type());
         if let Some(code) = grpc_status {
-            response = response.header("grpc-status", code);
+            response = response.header(grpc_wire::GRPC_STATUS, code.header_value());
         }
         response.body(()).unwrap()
     };
     if answer == Answer::OkWithoutMessage {
-        let _ = respond.send_response(head(Some("0")), true);
+        let _ = respond.send_response(head(Some(grpc_wire::Code::Ok)), true);
         return;
     }
     let payload = match answer {
@@ -327,7 +328,5 @@ async fn answer_scripted(
         return;
     };
     let _ = send.send_data(framed.into(), false);
-    let mut trailers = http::HeaderMap::new();
-    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-    let _ = send.send_trailers(trailers);
+    let _ = send.send_trailers(grpc_wire::ok_trailers());
 }

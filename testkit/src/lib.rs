@@ -6,6 +6,7 @@
 //!   bytes a user's `curl` would.
 //! - [`fake_gcd`]: gcd stand-ins whose answers the test holds back.
 //! - [`eventually`]: poll a condition with a bound instead of sleeping.
+//! - [`Padded`]: a `GCDRequest` made as large as a test needs.
 //!
 //! Test code: panics are the failure reports.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -15,6 +16,19 @@ pub mod http;
 pub mod process;
 
 use std::time::{Duration, Instant};
+
+/// `GCDRequest` with an extra field: what a client with a newer or hostile
+/// schema might send, as large as `padding` makes it (7 bytes more for
+/// small `a`, `b` and a padding under 16 KiB).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Padded {
+    #[prost(uint64, tag = "1")]
+    pub a: u64,
+    #[prost(uint64, tag = "2")]
+    pub b: u64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub padding: Vec<u8>,
+}
 
 /// Polls `check` until it returns `Some`, or panics with `what` after
 /// `timeout`. Readiness is observed, never assumed after a sleep.

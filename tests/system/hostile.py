@@ -46,6 +46,9 @@ REFLECTION = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 REFLECTION_V1ALPHA = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 GRPC_METHODS = (COMPUTE, HEALTH_CHECK, HEALTH_WATCH, REFLECTION, REFLECTION_V1ALPHA)
 COMPUTE_12_18 = b"\x08\x0c\x10\x12"  # GCDRequest{a: 12, b: 18}
+# The method examples/echo adds (echo-gcd), and a request to it.
+SAY = "/pb.Echo/Say"
+SAY_HELLO = b"\x0a\x05hello"  # SayRequest{text: "hello"}
 
 
 def check_loopback(addr: tuple[str, int]) -> None:

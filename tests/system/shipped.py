@@ -19,6 +19,9 @@ import hostile as h
 from conftest import DIST, Service
 
 BIN_DIR = Path(os.environ.get("PI_GCD_BIN_DIR", DIST / "x86_64-unknown-linux-musl"))
+# The example binaries (examples/echo), never shipped: a host release build
+# (scripts/test.sh builds them and sets this).
+EXAMPLE_BIN_DIR = Path(os.environ.get("PI_GCD_EXAMPLE_BIN_DIR", BIN_DIR))
 
 
 @dataclass
@@ -48,19 +51,28 @@ class Target:
         raise AssertionError(f"{self.name} logged no {key}; log:\n{self.service.log()}")
 
 
-def binary(name: str) -> Path:
-    path = BIN_DIR / name
+def binary(name: str, directory: Path = BIN_DIR) -> Path:
+    path = directory / name
     if not path.is_file():
-        pytest.fail(f"{path} is missing: run scripts/build-arm.sh (or set PI_GCD_BIN_DIR)", pytrace=False)
+        pytest.fail(
+            f"{path} is missing: run scripts/build-arm.sh (or set PI_GCD_BIN_DIR; for the examples, "
+            "cargo build --release -p echo and PI_GCD_EXAMPLE_BIN_DIR)",
+            pytrace=False,
+        )
     return path
 
 
 def command(
-    name: str, extra_env: dict[str, str] | None = None, open_files: int | None = None
+    name: str,
+    extra_env: dict[str, str] | None = None,
+    open_files: int | None = None,
+    binary_name: str | None = None,
 ) -> tuple[list[str], dict[str, str], int]:
     """The argv and env that run `name` as its Deployment does, and its
     memory limit; with `open_files`, under that open-file limit (soft and
-    hard), as a container runtime's nofile limit sets it."""
+    hard), as a container runtime's nofile limit sets it; with
+    `binary_name`, another binary run the same way (examples/echo's
+    echo-gcd, run as gcd)."""
     deployment = km.find(km.load(), "Deployment", name)
     container = km.pod_spec(deployment)["containers"][0]
     prefix = name.upper()
@@ -76,14 +88,19 @@ def command(
         }
     )
     env.update(extra_env or {})
-    argv = [str(binary(name))]
+    argv = [str(binary(binary_name, EXAMPLE_BIN_DIR) if binary_name else binary(name))]
     if open_files is not None:
         argv = ["/bin/sh", "-c", f'ulimit -n {open_files} && exec "$0" "$@"', *argv]
     return argv, env, limit
 
 
-def start(name: str, extra_env: dict[str, str] | None = None, open_files: int | None = None) -> Target:
-    argv, env, limit = command(name, extra_env, open_files)
+def start(
+    name: str,
+    extra_env: dict[str, str] | None = None,
+    open_files: int | None = None,
+    binary_name: str | None = None,
+) -> Target:
+    argv, env, limit = command(name, extra_env, open_files, binary_name)
     service = Service(argv, env=env, name=name)
     addr, admin = service.wait_listening()
     return Target(name, service, addr, admin, limit, env)

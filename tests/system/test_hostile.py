@@ -43,6 +43,16 @@ def gcd():
 
 
 @pytest.fixture
+def echo_gcd():
+    """gcd with pb.Echo/Say registered (examples/echo), run as the gcd
+    Deployment runs gcd: the attacks on gRPC messages, half-sent calls and
+    streams hold for a method added without stating any bound."""
+    target = start("gcd", binary_name="echo-gcd")
+    yield target
+    target.service.kill()
+
+
+@pytest.fixture
 def api(gcd):
     target = start("api", {"GCD_ADDR": f"{gcd.addr[0]}:{gcd.addr[1]}"})
     yield target
@@ -313,6 +323,14 @@ def test_api_closes_idle_keep_alive_connections(api):
 def test_gcd_half_sent_4mib_messages(gcd, record, method):
     """Every method: messages announced as 4 MiB, half sent, on many
     streams of many connections."""
+    half_sent_4mib_messages(gcd, record, method, "gcd")
+
+
+def test_echo_gcd_half_sent_4mib_messages_to_say(echo_gcd, record):
+    half_sent_4mib_messages(echo_gcd, record, h.SAY, "echo-gcd")
+
+
+def half_sent_4mib_messages(gcd: Target, record, method: str, process: str) -> None:
     frames = h.H2Frames()
     message = h.grpc_message(b"\x0a" + b"a" * 2000, declared=4 * 2**20)
     conns, streams = 100, 100
@@ -323,7 +341,7 @@ def test_gcd_half_sent_4mib_messages(gcd, record, method):
             for i in range(streams)
         )
         fleet.send_all(socks, data, deadline_s=15)
-        survived(gcd, f"gcd: 4 MiB messages half-sent to {method}", record, lambda: legit_grpc(gcd), calls=conns * streams)
+        survived(gcd, f"{process}: 4 MiB messages half-sent to {method}", record, lambda: legit_grpc(gcd), calls=conns * streams)
 
 
 def test_gcd_thousands_of_silent_connections(gcd, record):
@@ -338,16 +356,24 @@ def test_gcd_thousands_of_silent_connections(gcd, record):
 def test_gcd_connections_full_of_header_only_streams(gcd, record):
     """100 connections x 256 streams that send headers (as large as allowed)
     and never a body."""
+    header_only_streams(gcd, record, h.COMPUTE, "gcd: 100 connections x 256 header-only streams")
+
+
+def test_echo_gcd_connections_full_of_header_only_streams_to_say(echo_gcd, record):
+    header_only_streams(echo_gcd, record, h.SAY, f"echo-gcd: 100 connections x 256 header-only streams to {h.SAY}")
+
+
+def header_only_streams(gcd: Target, record, method: str, attack: str) -> None:
     frames = h.H2Frames()
     pad = [("x-pad", "a" * 3000), ("x-pad2", "b" * 3000)]
     conns, streams = 100, 256
     with h.Fleet() as fleet:
         socks = fleet.open(gcd.addr, conns)
         data = frames.preface() + b"".join(
-            frames.headers(2 * i + 1, frames.grpc_header_block(h.COMPUTE, pad)) for i in range(streams)
+            frames.headers(2 * i + 1, frames.grpc_header_block(method, pad)) for i in range(streams)
         )
         fleet.send_all(socks, data, deadline_s=15)
-        survived(gcd, "gcd: 100 connections x 256 header-only streams", record, lambda: legit_grpc(gcd), calls=conns * streams)
+        survived(gcd, attack, record, lambda: legit_grpc(gcd), calls=conns * streams)
         # Stalled calls end at the call timeout, and their connections with them.
         bound = ms(gcd, "GCD_CALL_TIMEOUT_MS") + ms(gcd, "GCD_WRITE_TIMEOUT_MS") + 5
         eventually("stalling connections to be closed", lambda: fleet.closed_by_server(socks) >= len(socks) - 1, bound)
@@ -397,6 +423,14 @@ def test_gcd_control_frame_floods(gcd, record, flood):
 def test_gcd_client_that_never_reads(gcd, record):
     """Calls sent in full, answers never read: the connection is dropped
     at the write timeout, and its calls' memory with it."""
+    never_reads(gcd, record, h.COMPUTE, h.COMPUTE_12_18, "gcd: calls whose answers are never read")
+
+
+def test_echo_gcd_client_that_never_reads_say(echo_gcd, record):
+    never_reads(echo_gcd, record, h.SAY, h.SAY_HELLO, f"echo-gcd: calls to {h.SAY} whose answers are never read")
+
+
+def never_reads(gcd: Target, record, method: str, message: bytes, attack: str) -> None:
     frames = h.H2Frames()
     with h.Fleet() as fleet:
         socks = fleet.open(gcd.addr, 20, receive_buffer=4096)
@@ -404,14 +438,14 @@ def test_gcd_client_that_never_reads(gcd, record):
         end = time.monotonic() + 3
         stream = 1
         while time.monotonic() < end and stream < 2**20:
-            block = frames.grpc_header_block(h.COMPUTE)
+            block = frames.grpc_header_block(method)
             batch = b"".join(
-                frames.headers(stream + 2 * i, block) + frames.data(stream + 2 * i, h.grpc_message(h.COMPUTE_12_18), end_stream=True)
+                frames.headers(stream + 2 * i, block) + frames.data(stream + 2 * i, h.grpc_message(message), end_stream=True)
                 for i in range(100)
             )
             fleet.send(socks, batch)
             stream += 200
-        survived(gcd, "gcd: calls whose answers are never read", record, lambda: legit_grpc(gcd))
+        survived(gcd, attack, record, lambda: legit_grpc(gcd))
         bound = ms(gcd, "GCD_WRITE_TIMEOUT_MS") + ms(gcd, "GCD_CALL_TIMEOUT_MS") + 5
         eventually("non-reading clients to be dropped", lambda: fleet.closed_by_server(socks) >= len(socks) - 1, bound)
 

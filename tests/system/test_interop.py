@@ -138,7 +138,7 @@ def test_grpcio_sees_the_error_statuses(gcd):
         oversize = gcd_request(12, 18) + b"\x1a\x80\x10" + bytes(2048)  # field 3: 2 KiB
         with pytest.raises(grpc.RpcError) as error:
             compute(channel, oversize)
-        assert error.value.code() == grpc.StatusCode.OUT_OF_RANGE, error.value
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.value
 
         unknown = channel.unary_unary("/pb.GCDService/Nope", request_serializer=None, response_deserializer=None)
         with pytest.raises(grpc.RpcError) as error:
@@ -230,7 +230,7 @@ def test_grpc_go_client(gcd, go_peers):
     assert go_call(go_peers, gcd.addr, "health") == {"code": "OK", "result": "SERVING"}
     # grpc-go 1.33 speaks reflection v1alpha only.
     assert go_call(go_peers, gcd.addr, "list") == {"code": "OK", "result": ",".join(SERVICES)}
-    assert go_call(go_peers, gcd.addr, "oversize")["code"] == "OutOfRange"
+    assert go_call(go_peers, gcd.addr, "oversize")["code"] == "ResourceExhausted"
     assert go_call(go_peers, gcd.addr, "unknown")["code"] == "Unimplemented"
     assert go_call(go_peers, gcd.addr, "deadline")["code"] == "DeadlineExceeded"
 

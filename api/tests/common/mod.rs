@@ -49,13 +49,26 @@ pub struct InProcessApi {
 
 impl InProcessApi {
     pub fn start(resolver: Arc<ScriptedResolver>, resolve_interval_ms: u64) -> Self {
+        let args = Args {
+            resolve_interval_ms: Some(resolve_interval_ms),
+            ..Args::default()
+        };
+        Self::start_routes(resolver, args, api::routes::gcd_routes)
+    }
+
+    /// An api with `args` (its ports and target set here) serving the
+    /// routes `routes` builds.
+    pub fn start_routes(
+        resolver: Arc<ScriptedResolver>,
+        args: Args,
+        routes: fn(api::routes::AppState) -> api::routes::Routes,
+    ) -> Self {
         let config = Config::from_args(
             Args {
                 listen: Some("127.0.0.1:0".parse().unwrap()),
                 admin_listen: Some("127.0.0.1:0".parse().unwrap()),
                 gcd: Some(SERVICE.into()),
-                resolve_interval_ms: Some(resolve_interval_ms),
-                ..Args::default()
+                ..args
             },
             1 << 20,
         )
@@ -66,7 +79,7 @@ impl InProcessApi {
             .block_on(Server::bind_with_resolver(config, resolver))
             .unwrap();
         let (addr, admin_addr) = (server.public_addr(), server.admin_addr());
-        let running = runtime.spawn(server.run(lifecycle.clone()));
+        let running = runtime.spawn(server.run_routes(lifecycle.clone(), routes));
         Self {
             addr,
             admin_addr,

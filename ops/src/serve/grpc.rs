@@ -1,5 +1,6 @@
-//! Serves gRPC over HTTP/2 (a tonic `Routes`, or any service like it) with
-//! every connection, stream and byte bounded.
+//! Serves gRPC over HTTP/2 (the methods registered in a
+//! [`GrpcRoutes`]) with every connection, stream, message and byte
+//! bounded.
 //!
 //! What a client can make one port hold, and the bound on each:
 //!
@@ -22,9 +23,8 @@
 //!   connection to let go); beyond that, or when the new call's own
 //!   connection holds every place, it is answered `RESOURCE_EXHAUSTED`.
 //!   Every call ends within `call_timeout` (or the client's shorter
-//!   `grpc-timeout`), request and response streams included, except the
-//!   methods listed as long-lived (health `Watch`), whose request must
-//!   still arrive in time. A call that runs out of our time means a client
+//!   `grpc-timeout`), request and response streams included, except
+//!   health `Watch` streams, whose request must still arrive in time. A call that runs out of our time means a client
 //!   that stalled it (our handlers answer in microseconds): its connection
 //!   is dropped.
 //! - **answers not yet sent**: a call ends, and gives its place back, only
@@ -42,7 +42,12 @@
 //!   [`MAX_FRAME_BYTES`] and [`MAX_HEADER_LIST_BYTES`] what one frame or
 //!   header block may take, [`SEND_BUFFER_BYTES`] what we queue per stream
 //!   for a client that does not read, and `write_timeout` how long it may
-//!   not read ([`GuardedIo`]). Message sizes are the services' own limits.
+//!   not read ([`GuardedIo`]).
+//! - **messages**: every request message's prefix is read as it arrives
+//!   ([`RequestBody`]); one over its method's limit
+//!   ([`super::routes::DEFAULT_MAX_MESSAGE_BYTES`] unless the registration
+//!   states more) is refused with `RESOURCE_EXHAUSTED` before the service
+//!   decodes it, whatever the service would itself accept.
 //!
 //! A request whose content type is not `application/grpc[+proto]` is
 //! answered HTTP 415, as the gRPC over HTTP/2 spec says.
@@ -60,17 +65,16 @@
 //! (results/ledger.md has what this saves).
 
 use std::{
-    convert::Infallible,
     future::{Future, poll_fn},
-    marker::PhantomData,
     pin::{Pin, pin},
     sync::Arc,
     task::{Context, Poll, ready},
     time::Duration,
 };
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use bytes::{Buf, Bytes};
+use grpc_wire::{Code, GRPC_MESSAGE, GRPC_STATUS, framing::PREFIX_BYTES, is_grpc, trailers_only};
 use h2::{
     Ping, PingPong, Reason, RecvStream, SendStream,
     server::{Connection, SendResponse},
@@ -81,9 +85,12 @@ use tokio::{
     sync::Semaphore,
     time::{Instant, Sleep},
 };
-use tower::{Service, ServiceExt};
 
-use super::{Activity, InFlight, Slot, Slots, accept_loop, io::GuardedIo};
+use super::{
+    Activity, InFlight, Slot, Slots, accept_loop,
+    io::GuardedIo,
+    routes::{Answer, GrpcRoutes, Reply, Route},
+};
 
 /// Per-stream receive window: how much request data a client may send on
 /// one call before we have read it (requests are messages of a few bytes).
@@ -129,9 +136,6 @@ pub struct Limits {
     pub write_timeout: Duration,
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
-    /// Methods (`/package.Service/Method`) that may stay open past
-    /// `call_timeout` once their request has arrived.
-    pub long_lived_methods: &'static [&'static str],
 }
 
 impl Limits {
@@ -141,54 +145,14 @@ impl Limits {
     }
 }
 
-/// What a port serves: tonic's `Routes`, or any service like it, which
-/// answers every request (a failed call is a response too).
-pub trait GrpcService<B>:
-    Service<
-        Request<RequestBody>,
-        Response = Response<B>,
-        Error = Infallible,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + 'static
-{
-}
-
-impl<S, B> GrpcService<B> for S where
-    S: Service<
-            Request<RequestBody>,
-            Response = Response<B>,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static
-{
-}
-
-/// The body of an answer a port sends.
-pub trait AnswerBody:
-    Body<Data = Bytes, Error: Into<tower::BoxError>> + Send + Unpin + 'static
-{
-}
-
-impl<B> AnswerBody for B where
-    B: Body<Data = Bytes, Error: Into<tower::BoxError>> + Send + Unpin + 'static
-{
-}
-
 /// Serves `service` on `listener` until `shutdown` resolves, then lets
 /// calls in flight finish (at most [`Limits::close_grace`]).
-pub async fn serve<S, B>(
+pub async fn serve(
     listener: TcpListener,
-    service: S,
+    service: GrpcRoutes,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
-) where
-    S: GrpcService<B>,
-    B: AnswerBody,
-{
+) {
     let mut http2 = h2::server::Builder::new();
     http2
         .max_concurrent_streams(limits.max_streams_per_connection)
@@ -230,11 +194,7 @@ const STALL_MARGIN: Duration = Duration::from_secs(1);
 /// Runs one connection until it ends, closing it when it has been silent,
 /// idle or stalling for too long, when it is evicted (for a new connection,
 /// or because one of its calls ran out of time), or when the server stops.
-async fn drive<S, B>(stream: TcpStream, service: S, port: Arc<Port>, mut slot: Slot)
-where
-    S: GrpcService<B>,
-    B: AnswerBody,
-{
+async fn drive(stream: TcpStream, service: GrpcRoutes, port: Arc<Port>, mut slot: Slot) {
     let limits = port.limits;
     let activity = slot.activity.clone();
     let connections = slot.port.clone();
@@ -261,7 +221,6 @@ where
         port: port.clone(),
         activity: activity.clone(),
         connections,
-        answers: PhantomData,
     };
     let mut keep_alive = KeepAlive::new(calls.connection.ping_pong(), &limits);
 
@@ -374,21 +333,15 @@ const BATCH: usize = 16;
 
 /// One connection's calls: accepts them, admits them to a place, and
 /// answers them.
-struct Calls<S, B> {
+struct Calls {
     connection: Connection<GuardedIo, AnswerBytes>,
-    service: S,
+    service: GrpcRoutes,
     port: Arc<Port>,
     activity: Arc<Activity>,
     connections: Arc<Slots>,
-    /// The body type of the service's answers.
-    answers: PhantomData<fn() -> B>,
 }
 
-impl<S, B> Calls<S, B>
-where
-    S: GrpcService<B>,
-    B: AnswerBody,
-{
+impl Calls {
     /// Drives the connection: reads frames, starts the calls they open and
     /// writes what the calls answered. Ready when the connection has ended.
     fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
@@ -454,7 +407,7 @@ where
             return;
         }
         let limits = &self.port.limits;
-        let (timeout, ours) = match grpc_timeout(request.headers()) {
+        let (timeout, ours) = match grpc_wire::timeout::parse(request.headers()) {
             Some(theirs) if theirs < limits.call_timeout => (theirs, false),
             _ => (limits.call_timeout, true),
         };
@@ -463,8 +416,9 @@ where
             ours,
             timer: None,
         };
-        let long_lived = limits.long_lived_methods.contains(&request.uri().path());
-        let request = request.map(RequestBody::new);
+        let route = self.service.route(request.uri().path());
+        let long_lived = route.long_lived;
+        let request = request.map(|stream| RequestBody::new(stream, route.max_message_bytes));
         // Calls start from this task, one at a time, so the count cannot
         // grow between the check and the start.
         let place = if self.activity.open() < RESERVED_CALLS_PER_CONNECTION {
@@ -472,10 +426,14 @@ where
         } else if let Ok(place) = self.port.calls.clone().try_acquire_owned() {
             Some(place)
         } else {
-            return self.queue(request, respond, deadline, long_lived);
+            return self.queue(request, route, respond, deadline);
         };
         let in_flight = self.activity.start_holding(place);
-        self.run(request, respond, deadline, in_flight, long_lived, cx);
+        let call = self.service.call(request, route);
+        let mut call = Box::pin(answer(call, respond, deadline, in_flight, long_lived));
+        if call.as_mut().poll(cx).is_pending() {
+            tokio::spawn(call);
+        }
     }
 
     /// A call that found every place taken: it waits for the places of the
@@ -483,9 +441,9 @@ where
     fn queue(
         &mut self,
         request: Request<RequestBody>,
+        route: Route,
         respond: SendResponse<AnswerBytes>,
         deadline: Deadline,
-        long_lived: bool,
     ) {
         let waiting = match self.port.waiting.clone().try_acquire_owned() {
             Ok(waiting) if self.connections.evict_stalest_holder(&self.activity) => waiting,
@@ -493,7 +451,7 @@ where
         };
         // The evicted connection's calls give their places back as soon as
         // its task ends; wait for one (rare: only under attack).
-        let service = self.service.clone();
+        let mut service = self.service.clone();
         let calls = self.port.calls.clone();
         let activity = self.activity.clone();
         tokio::spawn(async move {
@@ -504,41 +462,14 @@ where
             };
             let in_flight = activity.start_holding(Some(place));
             answer(
-                service.oneshot(request),
+                service.call(request, route),
                 respond,
                 deadline,
                 in_flight,
-                long_lived,
+                route.long_lived,
             )
             .await;
         });
-    }
-
-    /// Runs an admitted call: answered here if it can be at once (its
-    /// request has arrived and the answer needs no waiting), in a task of
-    /// its own otherwise.
-    fn run(
-        &mut self,
-        request: Request<RequestBody>,
-        respond: SendResponse<AnswerBytes>,
-        deadline: Deadline,
-        in_flight: InFlight,
-        long_lived: bool,
-        cx: &mut Context<'_>,
-    ) {
-        match self.service.poll_ready(cx) {
-            Poll::Ready(Ok(())) => {
-                let call = self.service.call(request);
-                let mut call = Box::pin(answer(call, respond, deadline, in_flight, long_lived));
-                if call.as_mut().poll(cx).is_pending() {
-                    tokio::spawn(call);
-                }
-            }
-            Poll::Pending => {
-                let call = self.service.clone().oneshot(request);
-                tokio::spawn(answer(call, respond, deadline, in_flight, long_lived));
-            }
-        }
     }
 }
 
@@ -546,7 +477,10 @@ where
 /// client may retry.
 fn refuse(mut respond: SendResponse<AnswerBytes>) {
     let _ = respond.send_response(
-        status_head(RESOURCE_EXHAUSTED, "too many calls in flight, try again"),
+        status_head(
+            Code::ResourceExhausted,
+            "too many calls in flight, try again",
+        ),
         true,
     );
 }
@@ -580,8 +514,11 @@ impl Deadline {
 }
 
 /// What a call's wait for its answer ended with.
-enum Waited<B> {
-    Answered(Response<B>),
+// Lives on the stack for a moment; boxing the answer would cost every call
+// an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Waited {
+    Answered(Response<Reply>),
     /// The client reset the stream: nobody to answer.
     Reset,
     TimedOut,
@@ -605,20 +542,16 @@ enum Next {
 /// stream excepted). The call's place is held until h2 has written the
 /// whole answer, or the answer is abandoned: the last data frame carries it
 /// ([`AnswerBytes`]).
-async fn answer<F, B>(
-    call: F,
+async fn answer(
+    call: Answer,
     mut respond: SendResponse<AnswerBytes>,
     mut deadline: Deadline,
     mut in_flight: InFlight,
     long_lived: bool,
-) where
-    F: Future<Output = Result<Response<B>, Infallible>>,
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<tower::BoxError>,
-{
+) {
     let mut call = pin!(call);
     let waited = poll_fn(|cx| {
-        if let Poll::Ready(Ok(response)) = call.as_mut().poll(cx) {
+        if let Poll::Ready(response) = call.as_mut().poll(cx) {
             return Poll::Ready(Waited::Answered(response));
         }
         if respond.poll_reset(cx).is_ready() {
@@ -632,7 +565,8 @@ async fn answer<F, B>(
         Waited::Reset => return,
         Waited::TimedOut => {
             deadline.expired(&in_flight);
-            let _ = respond.send_response(status_head(DEADLINE_EXCEEDED, CALL_TIMED_OUT), true);
+            let _ =
+                respond.send_response(status_head(Code::DeadlineExceeded, CALL_TIMED_OUT), true);
             return;
         }
     };
@@ -721,8 +655,8 @@ async fn answer<F, B>(
             Next::TimedOut => {
                 deadline.expired(&in_flight);
                 let mut trailers = HeaderMap::with_capacity(2);
-                trailers.insert("grpc-status", HeaderValue::from_static(DEADLINE_EXCEEDED));
-                trailers.insert("grpc-message", HeaderValue::from_static(CALL_TIMED_OUT));
+                trailers.insert(GRPC_STATUS, Code::DeadlineExceeded.header_value());
+                trailers.insert(GRPC_MESSAGE, HeaderValue::from_static(CALL_TIMED_OUT));
                 if finish(&mut send, last, sent, in_flight, false).is_ok() {
                     let _ = send.send_trailers(trailers);
                 }
@@ -803,54 +737,121 @@ fn abandoned(
     }
 }
 
-const DEADLINE_EXCEEDED: &str = "4";
-const RESOURCE_EXHAUSTED: &str = "8";
 const CALL_TIMED_OUT: &str = "the call did not complete within the server's time limit";
 
 /// A call's request body: h2's stream as an [`http_body::Body`], its window
-/// given back to the client as its data is taken.
+/// given back to the client as its data is taken, and every message's
+/// prefix read as it passes: a message over the method's limit ends the
+/// body with `RESOURCE_EXHAUSTED` before its bytes are handed on, so no
+/// service buffers it. Errors are `tonic::Status`, which tonic's decoder
+/// answers as they are.
 pub struct RequestBody {
     stream: RecvStream,
     data_done: bool,
+    max_message_bytes: usize,
+    messages: MessageScan,
 }
 
 impl RequestBody {
-    fn new(stream: RecvStream) -> Self {
+    fn new(stream: RecvStream, max_message_bytes: usize) -> Self {
         Self {
             stream,
             data_done: false,
+            max_message_bytes,
+            messages: MessageScan::default(),
         }
     }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = h2::Error;
+    type Error = tonic::Status;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
+        if let Some(length) = this.messages.refused {
+            return Poll::Ready(Some(Err(too_large(length, this.max_message_bytes))));
+        }
         if !this.data_done {
             match ready!(this.stream.poll_data(cx)) {
                 Some(Ok(data)) => {
                     let _ = this.stream.flow_control().release_capacity(data.len());
+                    if let Err(length) = this.messages.scan(&data, this.max_message_bytes) {
+                        return Poll::Ready(Some(Err(too_large(length, this.max_message_bytes))));
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+                Some(Err(err)) => return Poll::Ready(Some(Err(stream_failed(err)))),
                 None => this.data_done = true,
             }
         }
         match ready!(this.stream.poll_trailers(cx)) {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Ok(None) => Poll::Ready(None),
-            Err(err) => Poll::Ready(Some(Err(err))),
+            Err(err) => Poll::Ready(Some(Err(stream_failed(err)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.stream.is_end_stream()
+        self.messages.refused.is_none() && self.stream.is_end_stream()
+    }
+}
+
+/// The status of a message over its method's limit.
+fn too_large(length: usize, limit: usize) -> tonic::Status {
+    tonic::Status::resource_exhausted(format!(
+        "a message of {length} bytes, over this method's limit of {limit} bytes"
+    ))
+}
+
+/// A broken stream as tonic sees it (a reset by the client is `CANCELLED`).
+fn stream_failed(err: h2::Error) -> tonic::Status {
+    tonic::Status::from_error(Box::new(err))
+}
+
+/// Where a request's bytes are in its run of messages.
+#[derive(Default)]
+struct MessageScan {
+    /// Bytes of the current message still to pass.
+    message_left: usize,
+    /// The prefix of the next message, as far as it has arrived.
+    prefix: [u8; PREFIX_BYTES],
+    prefix_len: usize,
+    /// The length of a message over the limit, once one was seen.
+    refused: Option<usize>,
+}
+
+impl MessageScan {
+    /// Follows `data` through the messages; the length of a message over
+    /// `limit` as soon as its prefix has arrived.
+    fn scan(&mut self, mut data: &[u8], limit: usize) -> Result<(), usize> {
+        while !data.is_empty() {
+            if self.message_left > 0 {
+                let passed = self.message_left.min(data.len());
+                self.message_left -= passed;
+                data = &data[passed..];
+                continue;
+            }
+            let taken = (PREFIX_BYTES - self.prefix_len).min(data.len());
+            self.prefix[self.prefix_len..self.prefix_len + taken].copy_from_slice(&data[..taken]);
+            self.prefix_len += taken;
+            data = &data[taken..];
+            if self.prefix_len == PREFIX_BYTES {
+                self.prefix_len = 0;
+                // The flag byte is the handlers' to check.
+                let [_flag, length @ ..] = self.prefix;
+                let length = u32::from_be_bytes(length) as usize;
+                if length > limit {
+                    self.refused = Some(length);
+                    return Err(length);
+                }
+                self.message_left = length;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -908,48 +909,8 @@ impl KeepAlive {
 }
 
 /// A trailers-only gRPC response head: the status, no body.
-fn status_head(code: &'static str, message: &'static str) -> Response<()> {
-    trailers_only(
-        (),
-        HeaderValue::from_static(code),
-        HeaderValue::from_static(message),
-    )
-}
-
-/// A gRPC response whose status (`code`, a decimal gRPC status code, and
-/// `message`) is in its headers: the form a call that fails before it
-/// answers takes. `empty` is a body with nothing in it.
-pub fn trailers_only<B>(empty: B, code: HeaderValue, message: HeaderValue) -> Response<B> {
-    let mut response = Response::new(empty);
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    headers.insert("grpc-status", code);
-    headers.insert("grpc-message", message);
-    response
-}
-
-/// Whether the request says it carries gRPC with protobuf messages
-/// (`application/grpc`, `application/grpc+proto`, parameters allowed).
-fn is_grpc(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return false;
-    };
-    // What every gRPC client sends, checked first.
-    if value.as_bytes() == b"application/grpc" {
-        return true;
-    }
-    value
-        .to_str()
-        .ok()
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|media| {
-            let media = media.trim();
-            media.eq_ignore_ascii_case("application/grpc")
-                || media.eq_ignore_ascii_case("application/grpc+proto")
-        })
+fn status_head(code: Code, message: &'static str) -> Response<()> {
+    trailers_only((), code, HeaderValue::from_static(message))
 }
 
 /// HTTP 415, as the gRPC over HTTP/2 spec says for any other content type,
@@ -960,76 +921,32 @@ fn unsupported_media_type() -> Response<()> {
     response
 }
 
-/// The client's deadline from `grpc-timeout` (at most 8 digits and a unit:
-/// Hours, Minutes, Seconds, milli, micro, nano), if it sent a valid one.
-fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
-    let value = headers.get(GRPC_TIMEOUT)?.as_bytes();
-    let (&unit, digits) = value.split_last()?;
-    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let amount: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    Some(match unit {
-        b'H' => Duration::from_secs(amount * 3600),
-        b'M' => Duration::from_secs(amount * 60),
-        b'S' => Duration::from_secs(amount),
-        b'm' => Duration::from_millis(amount),
-        b'u' => Duration::from_micros(amount),
-        b'n' => Duration::from_nanos(amount),
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn timeout_of(value: &str) -> Option<Duration> {
-        let mut headers = HeaderMap::new();
-        headers.insert("grpc-timeout", HeaderValue::from_str(value).unwrap());
-        grpc_timeout(&headers)
+    /// The lengths `scan` refuses, feeding `data` in pieces of `piece`.
+    fn refused(data: &[u8], piece: usize, limit: usize) -> Option<usize> {
+        let mut scan = MessageScan::default();
+        data.chunks(piece)
+            .find_map(|chunk| scan.scan(chunk, limit).err())
     }
 
     #[test]
-    fn only_grpc_with_protobuf_is_served() {
-        let with = |value: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
-            is_grpc(&headers)
-        };
-        for ok in [
-            "application/grpc",
-            "application/grpc+proto",
-            "Application/GRPC; charset=x",
-        ] {
-            assert!(with(ok), "{ok}");
+    fn every_messages_prefix_is_read_however_the_bytes_arrive() {
+        // Two messages of 3 and 1024 bytes, then one of 1025.
+        let mut data = vec![0, 0, 0, 0, 3, 1, 2, 3, 0, 0, 0, 4, 0];
+        data.extend_from_slice(&[7; 1024]);
+        assert_eq!(refused(&data, data.len(), 1024), None);
+        data.extend_from_slice(&[0, 0, 0, 4, 1]);
+        for piece in [1, 2, 5, 7, 1000, data.len()] {
+            assert_eq!(refused(&data, piece, 1024), Some(1025), "{piece}");
         }
-        for not in [
-            "text/plain",
-            "application/grpc+json",
-            "application/grpc-web",
-            "application/json",
-        ] {
-            assert!(!with(not), "{not}");
-        }
-        assert!(!is_grpc(&HeaderMap::new()));
-    }
-
-    #[test]
-    fn grpc_timeouts_in_every_unit() {
-        assert_eq!(timeout_of("1000m"), Some(Duration::from_secs(1)));
-        assert_eq!(timeout_of("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(timeout_of("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(timeout_of("3M"), Some(Duration::from_secs(180)));
+        // The flag byte does not hide the length; a huge length is refused.
         assert_eq!(
-            timeout_of("99999999u"),
-            Some(Duration::from_micros(99_999_999))
+            refused(&[1, 255, 255, 255, 255], 1, 1024),
+            Some(u32::MAX as usize)
         );
-        assert_eq!(timeout_of("5n"), Some(Duration::from_nanos(5)));
-        for bad in ["", "m", "100", "123456789m", "-1m", "1x", "1.5S"] {
-            assert_eq!(timeout_of(bad), None, "{bad:?}");
-        }
-        assert_eq!(grpc_timeout(&HeaderMap::new()), None);
+        assert_eq!(refused(&[0, 0, 0, 0, 0], 1, 0), None);
     }
 }

@@ -16,7 +16,8 @@
 //!   does not read, stay bounded below the container limit too;
 //! - per connection, what its protocol driver bounds: [`http1`] (one request
 //!   head of bounded size at a time) or [`grpc`] (HTTP/2 streams, windows,
-//!   frames and calls).
+//!   frames, calls and messages, for every method registered in
+//!   [`routes`]).
 //!
 //! And no connection holds anything for ever without making progress:
 //! every state a client can leave a connection in has a timeout (request
@@ -30,6 +31,7 @@
 pub mod grpc;
 pub mod http1;
 pub mod io;
+pub mod routes;
 
 use std::{
     future::Future,

@@ -1,19 +1,9 @@
-//! gRPC's message framing, which both sides of `Compute` write by hand on
-//! their hot path (api's client in `api/src/upstream.rs`, gcd's handler):
-//! a compressed-flag byte, a 4-byte big-endian length, then the protobuf;
-//! and the trailer that ends every call.
+//! gRPC's message framing, which both ends of a call write by hand on
+//! their hot path (api's client, gcd's fast-lane handlers): a
+//! compressed-flag byte, a 4-byte big-endian length, then the protobuf.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
-use tonic::codegen::http::HeaderName;
-
-/// The trailer (or, with no message, header) that carries a call's status.
-/// Named once here, not parsed from a string on every call.
-pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-
-/// The header that carries a call's deadline, as the client sends it.
-pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
-
 /// The flag byte and the length before every message.
 pub const PREFIX_BYTES: usize = 5;
 
@@ -53,7 +43,21 @@ pub fn message_length(bytes: &[u8]) -> Option<Result<usize, FramingError>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{GcdRequest, GcdResponse};
+
+    /// A message shaped like `pb.GCDRequest`.
+    #[derive(Clone, PartialEq, Message)]
+    struct GcdRequest {
+        #[prost(uint64, tag = "1")]
+        a: u64,
+        #[prost(uint64, tag = "2")]
+        b: u64,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    struct GcdResponse {
+        #[prost(uint64, tag = "1")]
+        result: u64,
+    }
 
     #[test]
     fn a_message_round_trips_through_its_prefix() {

@@ -1,0 +1,10 @@
+//! gcd with `pb.Echo/Say` on its gRPC port.
+
+use std::process::ExitCode;
+
+#[global_allocator]
+static ALLOCATOR: ops::alloc::Allocator = ops::alloc::Allocator;
+
+fn main() -> ExitCode {
+    gcd::main_with(echo::with_say)
+}
