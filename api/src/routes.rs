@@ -161,7 +161,11 @@ async fn guarded_route(
 /// without the body) under `/gcd/`, nearly every request, straight to its
 /// handler, through the same [`AppState::guard`] as routed requests; the
 /// router answers the rest.
-pub struct GcdShortcut {
+pub struct GcdShortcut(Arc<GcdRoute>);
+
+/// What each `/gcd` request takes a reference to: one count to raise, not
+/// one per part.
+struct GcdRoute {
     state: AppState,
     route: Route,
 }
@@ -171,7 +175,7 @@ impl GcdShortcut {
 
     pub fn new(state: AppState) -> Self {
         let route = state.metrics.route(Self::LABEL);
-        Self { state, route }
+        Self(Arc::new(GcdRoute { state, route }))
     }
 }
 
@@ -184,8 +188,8 @@ impl Shortcut for GcdShortcut {
 
     fn answer(&self, request: Request<Incoming>) -> ShortcutAnswer {
         let (parts, _) = request.into_parts();
-        let (state, route) = (self.state.clone(), self.route.clone());
-        Box::pin(async move { gcd(&state, &route, parts.uri).await })
+        let shared = self.0.clone();
+        Box::pin(async move { gcd(&shared.state, &shared.route, parts.uri).await })
     }
 }
 

@@ -543,7 +543,9 @@ fn not_grpc(status: http::StatusCode) -> CallError {
 /// failure otherwise. `UNAVAILABLE` and `RESOURCE_EXHAUSTED` are the
 /// replica turning the call away before running it (every place taken,
 /// see `ops::serve::grpc`, or draining): unreachable, so another replica
-/// is tried. Other statuses are the replica's final answer.
+/// is tried. `DEADLINE_EXCEEDED` is the replica's own call timeout, which
+/// may be shorter than the api's deadline: too slow, as if the api's had
+/// passed. Other statuses are the replica's final answer.
 fn status_of(headers: &HeaderMap) -> Option<Result<(), CallError>> {
     let code = Code::of(headers)?.unwrap_or(Code::Unknown);
     if code == Code::Ok {
@@ -561,6 +563,7 @@ fn status_of(headers: &HeaderMap) -> Option<Result<(), CallError>> {
         Code::Unavailable | Code::ResourceExhausted => {
             CallError::Unreachable(format!("the replica answered {code:?}: {message}"))
         }
+        Code::DeadlineExceeded => CallError::DeadlineExceeded,
         code => CallError::Status { code, message },
     }))
 }
@@ -595,6 +598,7 @@ mod tests {
     use bytes::BufMut;
 
     use gcd_proto::GcdResponse;
+    use grpc_wire::GRPC_STATUS;
 
     use super::*;
 
@@ -641,7 +645,7 @@ mod tests {
     fn statuses_come_from_grpc_status_and_grpc_message() {
         let mut headers = HeaderMap::new();
         assert!(status_of(&headers).is_none());
-        headers.insert(grpc_wire::GRPC_STATUS, Code::InvalidArgument.header_value());
+        headers.insert(GRPC_STATUS, Code::InvalidArgument.header_value());
         headers.insert(GRPC_MESSAGE, HeaderValue::from_static("bad%20input"));
         let error = status_of(&headers).unwrap().unwrap_err();
         let CallError::Status { code, message } = error else {
@@ -653,16 +657,19 @@ mod tests {
         );
         // Turned away before running: another replica may take it.
         for turned_away in [Code::ResourceExhausted, Code::Unavailable] {
-            headers.insert(grpc_wire::GRPC_STATUS, turned_away.header_value());
+            headers.insert(GRPC_STATUS, turned_away.header_value());
             let error = status_of(&headers).unwrap().unwrap_err();
             assert!(matches!(error, CallError::Unreachable(_)), "{error}");
         }
-        headers.insert(grpc_wire::GRPC_STATUS, HeaderValue::from_static("x"));
+        headers.insert(GRPC_STATUS, Code::DeadlineExceeded.header_value());
+        let error = status_of(&headers).unwrap().unwrap_err();
+        assert!(matches!(error, CallError::DeadlineExceeded), "{error}");
+        headers.insert(GRPC_STATUS, HeaderValue::from_static("x"));
         assert_eq!(
             status_of(&headers).unwrap().unwrap_err().code(),
             Code::Unknown
         );
-        headers.insert(grpc_wire::GRPC_STATUS, grpc_wire::Code::Ok.header_value());
+        headers.insert(GRPC_STATUS, grpc_wire::Code::Ok.header_value());
         assert!(status_of(&headers).unwrap().is_ok());
     }
 
