@@ -55,6 +55,10 @@ SETUP = {
     # cross runs the x86_64 toolchain inside its images; rustup installs it
     # on an arm64 Mac only when told to (cross's own instructions).
     "rustup toolchain install stable-x86_64-unknown-linux-gnu --force-non-host": None,
+    # The memory cgroup on Raspberry Pi OS: the two kernel parameters k3s
+    # asks for, appended to cmdline.txt's single line, read at boot.
+    "sed -i 1 s/$/ cgroup_memory=1 cgroup_enable=memory/ /boot/firmware/cmdline.txt": None,
+    "reboot": None,
 }
 
 
