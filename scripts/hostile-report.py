@@ -6,6 +6,8 @@ of each process against its manifest's memory limit, and how long a
 legitimate client took to be served while the attack held.
 
 Usage: scripts/hostile-report.py [--bin-dir DIR] [--out FILE]
+(the example's echo-gcd comes from PI_GCD_EXAMPLE_BIN_DIR, else from a host
+release build of examples/echo made first)
   --bin-dir  gcd and api to attack (default dist/x86_64-unknown-linux-musl,
              from scripts/build-arm.sh)
   --out      where to write (default results/hostile.md)
@@ -53,9 +55,21 @@ def main() -> int:
         if not (args.bin_dir / name).is_file():
             raise SystemExit(f"{args.bin_dir / name} not found: run scripts/build-arm.sh")
 
+    # The example's gcd (examples/echo), whose added method the gRPC
+    # attacks hit too, is never shipped: a host release build serves.
+    example_dir = os.environ.get("PI_GCD_EXAMPLE_BIN_DIR")
+    if example_dir is None:
+        subprocess.run(["cargo", "build", "--release", "--locked", "-p", "echo"], cwd=ROOT, check=True)
+        example_dir = str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release")
+
     with tempfile.TemporaryDirectory() as tmp:
         record = Path(tmp) / "record.jsonl"
-        env = {**os.environ, "PI_GCD_BIN_DIR": str(args.bin_dir.resolve()), "PI_GCD_HOSTILE_RECORD": str(record)}
+        env = {
+            **os.environ,
+            "PI_GCD_BIN_DIR": str(args.bin_dir.resolve()),
+            "PI_GCD_EXAMPLE_BIN_DIR": example_dir,
+            "PI_GCD_HOSTILE_RECORD": str(record),
+        }
         done = subprocess.run(
             [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-q", *HOSTILE_TESTS],
             cwd=ROOT,
