@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what scripts/test.sh needs on a Debian or Ubuntu machine (run as
+# Installs what scripts/test.sh needs on Debian 12 (run as
 # root, or with sudo available). Idempotent: it installs only what is
 # missing, so running it again is quick.
 #
