@@ -96,8 +96,10 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn a_connection_whose_answers_wait_for_window_is_stalled_not_idle() {
-    // The idle timeout is far longer than the stall bound: a connection
-    // whose calls seemed done would live on for a minute.
+    // The idle and handshake timeouts are far longer than the stall bound:
+    // a connection whose calls seemed done would live on for a minute, and
+    // one whose stall were looked for only when the handshake timeout
+    // fires would live on for 20 s.
     let gcd = Service::gcd(
         None,
         &[
@@ -107,6 +109,8 @@ fn a_connection_whose_answers_wait_for_window_is_stalled_not_idle() {
             "500",
             "--idle-timeout-ms",
             "60000",
+            "--handshake-timeout-ms",
+            "20000",
         ],
     );
     runtime().block_on(async {

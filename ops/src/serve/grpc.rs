@@ -225,10 +225,19 @@ async fn drive(stream: TcpStream, service: GrpcRoutes, port: Arc<Port>, mut slot
     let mut keep_alive = KeepAlive::new(calls.connection.ping_pong(), &limits);
 
     let mut closing = false;
+    // Whether `check` is due by the stall bound of calls in flight. While
+    // it is not (before the first call, or idle), the check is due later
+    // (the handshake or idle timeout), so the first call to start brings
+    // it forward: a stalled call is found within its bound, not after an
+    // idle timeout that may be far longer.
+    let mut watching_calls = false;
     loop {
         let event = poll_fn(|cx| {
             if let Poll::Ready(ended) = calls.poll_serve(cx) {
                 return Poll::Ready(Event::Ended(ended));
+            }
+            if !watching_calls && !closing && activity.in_flight() > 0 {
+                return Poll::Ready(Event::Check);
             }
             if evicted.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Evicted);
@@ -255,6 +264,7 @@ async fn drive(stream: TcpStream, service: GrpcRoutes, port: Arc<Port>, mut slot
             }
             Event::Check => match next_check(&activity, &limits) {
                 Check::Wait(until) => {
+                    watching_calls = activity.in_flight() > 0;
                     check.as_mut().reset(until);
                     continue;
                 }
