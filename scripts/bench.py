@@ -4,8 +4,8 @@ results/bench.md:
 
 - HTTP through api -> gcd with wrk -t2 -c32, with 1 and with 3 gcd
   replicas (req/s, p50, p99);
-- direct gRPC against one gcd with grpc-load (bench/, our load client);
-- a ceiling: the same wrk against http-ceiling (bench/), the api's HTTP
+- direct gRPC against one gcd with grpc-load (loadgen/, our load client);
+- a ceiling: the same wrk against http-ceiling (loadgen/), the api's HTTP
   stack answering a fixed body with no gRPC hop, i.e. this machine's limit;
 - CPU time per request of each process, user and system apart (/proc);
 - user-space instructions per request under callgrind
@@ -66,7 +66,7 @@ SETTLE_S = 0.5
 HOST_NAME = "host (glibc)"
 MUSL_DIR = REPO / "dist" / "x86_64-unknown-linux-musl"
 # Where a change counts as "local changes" to the source measured.
-SOURCES = ["api", "gcd", "grpc-wire", "ops", "proto", "Cargo.toml", "Cargo.lock"]
+SOURCES = ["api", "gcd", "grpc-wire", "runtime", "serving", "telemetry", "gcd-proto", "Cargo.toml", "Cargo.lock"]
 
 
 def log(message: str) -> None:
@@ -93,7 +93,7 @@ def set_order(run: int, count: int) -> list[int]:
 
 def report_fields(output: str) -> dict[str, float]:
     """The key=value figures of the summary line that wrk (through
-    bench/wrk-report.lua), grpc-load and startup-probe print."""
+    loadgen/wrk-report.lua), grpc-load and startup-probe print."""
     for line in output.splitlines():
         tool, _, rest = line.partition(": ")
         if tool in ("wrk", "grpc-load", "startup-probe") and "=" in rest:
@@ -319,7 +319,7 @@ class Bench:
         return proc.pid, url
 
     def wrk(self, url: str, seconds: int) -> str:
-        argv = ["wrk", *WRK_ARGS, f"-d{seconds}s", "-s", str(REPO / "bench" / "wrk-report.lua"), url]
+        argv = ["wrk", *WRK_ARGS, f"-d{seconds}s", "-s", str(REPO / "loadgen" / "wrk-report.lua"), url]
         return subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
 
     def grpc_load(self, addr: str, seconds: int) -> str:

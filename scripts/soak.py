@@ -7,7 +7,7 @@ replicas are rolled, scaled and killed, then a results file.
 Runs the manifests' topology under podman as tests/system/test_rollouts.py
 does (tests/system/cluster.py plays the control plane: endpoints in DNS
 with a 5 s cache, probes, SIGTERM, the Deployment's rolling update). While
-`wrk -t2 -c32` (the bench's settings, bench/wrk-report.lua) runs one
+`wrk -t2 -c32` (the bench's settings, loadgen/wrk-report.lua) runs one
 minute after another against the api, a schedule repeats: a rolling update
 of all gcd replicas, twice a scale from 3 to 9 and back, and a replica
 killed with SIGKILL and replaced. So the api sees hundreds of replica addresses
@@ -143,7 +143,7 @@ def main() -> int:
                 churn.start()
             url = f"http://127.0.0.1:{api.ports['http']}/gcd/12/18"
             for minute in range(1, args.minutes + 1):
-                out = subprocess.run(["wrk", "-t2", "-c32", "-d60s", "-s", str(REPO / "bench" / "wrk-report.lua"), url],
+                out = subprocess.run(["wrk", "-t2", "-c32", "-d60s", "-s", str(REPO / "loadgen" / "wrk-report.lua"), url],
                                      capture_output=True, text=True, timeout=180)
                 line = next((ln for ln in out.stdout.splitlines() if ln.startswith("wrk: ")), "")
                 if not line:

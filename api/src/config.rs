@@ -5,14 +5,14 @@
 use std::{net::SocketAddr, time::Duration};
 
 use argh::FromArgs;
-use ops::{
+use runtime::{
     budget::{Budget, MemoryLimit},
     config::{
         ByteSize, ConfigError, flag_or_env, optional, optional_ranged, ranged, ranged_millis,
     },
     process::ProcessConfig,
-    serve::http1,
 };
+use serving::http1;
 
 use crate::{limits, resolve::Targets, routes::MAX_URI_BYTES};
 

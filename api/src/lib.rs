@@ -19,8 +19,8 @@
 //!   not the layer.
 //! - [`metrics`]: what the admin port exports.
 //! - [`server`]: binds both ports, serves them with the bounded HTTP/1
-//!   driver of [`ops::serve`], and runs them through the shutdown
-//!   choreography in [`ops::lifecycle`].
+//!   driver of [`serving`], and runs them through the shutdown
+//!   choreography in [`runtime::lifecycle`].
 //! - [`limits`]: the worst-case memory of each connection and request, and
 //!   the connection cap derived from the memory limit.
 //! - [`config`]: flags and environment variables, with their ranges.
@@ -47,7 +47,7 @@
 //! async fn say(State(state): State<AppState>, Path(text): Path<String>) -> Result<Response, ApiError> {
 //!     let started = tokio::time::Instant::now();
 //!     let answer = state.balancer.call::<Say>(&pb::SayRequest { text }, started).await?;
-//!     Ok(ops::serve::http1::json(StatusCode::OK, format!("{{\"said\":{:?}}}", answer.text)))
+//!     Ok(serving::http1::json(StatusCode::OK, format!("{{\"said\":{:?}}}", answer.text)))
 //! }
 //!
 //! fn echo_routes(state: AppState) -> Routes {

@@ -6,11 +6,11 @@
 //! in `docs/memory-budget.md` breaks each one down. [`plan`] turns them
 //! into the connection cap when no flag set it.
 
-use ops::{
+use runtime::{
     ConfigError,
     budget::{Budget, MemoryLimit},
-    serve::SocketBuffers,
 };
+use serving::SocketBuffers;
 
 use crate::{balancer::MAX_REPLICAS, upstream::RECYCLE_AFTER_ABANDONED};
 
@@ -71,17 +71,17 @@ pub fn plan(
     max_in_flight: usize,
     open_files: u64,
 ) -> Result<Caps, ConfigError> {
-    let file_room = ops::budget::open_file_room(
+    let file_room = runtime::budget::open_file_room(
         "--max-connections (API_MAX_CONNECTIONS)",
         connections,
         open_files,
-        ops::admin::LIMITS.max_connections as u64 + RESERVED_FILES,
+        serving::admin::LIMITS.max_connections as u64 + RESERVED_FILES,
         MIN_CONNECTIONS,
     )?;
 
     let mut budget = Budget::new(limit);
     budget.add("process baseline", 1, BASELINE);
-    ops::admin::budget_line(&mut budget);
+    serving::admin::budget_line(&mut budget);
     budget.add(
         "gcd replica connections",
         MAX_REPLICAS as u64,
@@ -152,7 +152,8 @@ mod tests {
 
     #[test]
     fn an_open_file_limit_below_the_floor_is_refused() {
-        let floor = ops::admin::LIMITS.max_connections as u64 + RESERVED_FILES + MIN_CONNECTIONS;
+        let floor =
+            serving::admin::LIMITS.max_connections as u64 + RESERVED_FILES + MIN_CONNECTIONS;
         let caps = plan(None, None, 512, floor).unwrap();
         assert_eq!(caps.max_connections as u64, MIN_CONNECTIONS);
         let err = plan(None, None, 512, floor - 1).unwrap_err().to_string();

@@ -5,25 +5,25 @@ use std::process::ExitCode;
 use api::{Config, Server};
 
 /// dlmalloc, not musl's own malloc, whose RSS grows without end once a
-/// second thread allocates (see [`ops::alloc`]).
+/// second thread allocates (see [`runtime::alloc`]).
 #[global_allocator]
-static ALLOCATOR: ops::alloc::Allocator = ops::alloc::Allocator;
+static ALLOCATOR: runtime::alloc::Allocator = runtime::alloc::Allocator;
 
 fn main() -> ExitCode {
-    let args: api::config::Args = match ops::config::parse_args() {
+    let args: api::config::Args = match runtime::config::parse_args() {
         Ok(args) => args,
         Err(exit) => return exit,
     };
-    ops::logging::init();
-    let open_files = ops::budget::raise_open_file_limit();
+    telemetry::logging::init();
+    let open_files = runtime::budget::raise_open_file_limit();
     let config = match Config::from_args(args, open_files) {
         Ok(config) => config,
-        Err(err) => return ops::process::invalid_config(&err),
+        Err(err) => return runtime::process::invalid_config(&err),
     };
     if config.check_only {
-        return ops::process::report_budget("api", &config.budget);
+        return runtime::process::report_budget("api", &config.budget);
     }
-    ops::process::run("api", config.process, |lifecycle| async move {
+    runtime::process::run("api", config.process, |lifecycle| async move {
         Server::bind(config).await?.run(lifecycle).await
     })
 }

@@ -15,7 +15,7 @@
 //! serializer would cost more binary than it saves. Requests that break
 //! HTTP framing rules (no `Host`, targets over [`MAX_URI_BYTES`], heads
 //! over 16 KiB) are refused before they get here, by
-//! [`ops::serve::http1`], with JSON errors too.
+//! [`serving::http1`], with JSON errors too.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -27,7 +27,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{MethodRouter, get},
 };
-use ops::serve::http1::{Incoming, Shortcut, ShortcutAnswer, json, json_error};
+use serving::http1::{Incoming, Shortcut, ShortcutAnswer, json, json_error};
 use tokio::{sync::Semaphore, time::Instant};
 
 use crate::{

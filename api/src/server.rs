@@ -5,7 +5,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use ops::{Lifecycle, Phase, serve};
+use runtime::{Lifecycle, Phase};
 use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
@@ -21,7 +21,7 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
-    Bind(#[from] serve::BindError),
+    Bind(#[from] serving::BindError),
 }
 
 /// An api process with its ports bound.
@@ -44,8 +44,9 @@ impl Server {
         config: Config,
         resolver: Arc<dyn Resolve>,
     ) -> Result<Self, ServerError> {
-        let (public, public_addr) = serve::bind(config.listen, limits::SOCKET_BUFFERS)?;
-        let (admin, admin_addr) = serve::bind(config.admin_listen, ops::admin::SOCKET_BUFFERS)?;
+        let (public, public_addr) = serving::bind(config.listen, limits::SOCKET_BUFFERS)?;
+        let (admin, admin_addr) =
+            serving::bind(config.admin_listen, serving::admin::SOCKET_BUFFERS)?;
         Ok(Self {
             config,
             resolver,
@@ -114,17 +115,17 @@ impl Server {
             "api listening"
         );
         let Routes { router, shortcut } = routes(state);
-        let public = serve::http1::serve_with_shortcut(
+        let public = serving::http1::serve_with_shortcut(
             self.public,
             router,
             shortcut,
             config.http,
             lifecycle.reached(Phase::Stopping),
         );
-        let admin = serve::http1::serve(
+        let admin = serving::http1::serve(
             self.admin,
-            ops::admin::router(lifecycle.clone(), metrics),
-            ops::admin::LIMITS,
+            serving::admin::router(lifecycle.clone(), metrics),
+            serving::admin::LIMITS,
             lifecycle.reached(Phase::Stopping),
         );
         lifecycle

@@ -542,7 +542,7 @@ fn not_grpc(status: http::StatusCode) -> CallError {
 /// OK (every successful call, so nothing more is read or built), the
 /// failure otherwise. `UNAVAILABLE` and `RESOURCE_EXHAUSTED` are the
 /// replica turning the call away before running it (every place taken,
-/// see `ops::serve::grpc`, or draining): unreachable, so another replica
+/// see `serving::grpc`, or draining): unreachable, so another replica
 /// is tried. `DEADLINE_EXCEEDED` is the replica's own call timeout, which
 /// may be shorter than the api's deadline: too slow, as if the api's had
 /// passed. Other statuses are the replica's final answer.

@@ -1,4 +1,4 @@
-//! Compiles `echo.proto` with `protox`, as `proto/build.rs` does
+//! Compiles `echo.proto` with `protox`, as `gcd-proto/build.rs` does
 //! `gcd.proto`: messages only, since both ends are served and called
 //! through the project's own fast lane and balanced client.
 

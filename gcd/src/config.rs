@@ -5,14 +5,14 @@
 use std::{net::SocketAddr, time::Duration};
 
 use argh::FromArgs;
-use ops::{
+use runtime::{
     budget::{Budget, MemoryLimit},
     config::{
         ByteSize, ConfigError, flag_or_env, optional, optional_ranged, ranged, ranged_millis,
     },
     process::ProcessConfig,
-    serve::grpc,
 };
+use serving::grpc;
 
 use crate::limits;
 
@@ -83,7 +83,7 @@ pub struct Args {
 }
 
 /// Every method the gRPC port serves, with its message limit.
-fn methods(more: crate::MoreRoutes) -> Result<Vec<ops::serve::routes::Method>, ConfigError> {
+fn methods(more: crate::MoreRoutes) -> Result<Vec<serving::routes::Method>, ConfigError> {
     crate::server::routes(Default::default())
         .map(|routes| more(routes).methods())
         .map_err(|err| ConfigError::Invalid {

@@ -5,9 +5,9 @@
 //! - [`service`]: the `Compute` handler and its metrics.
 //! - [`server`]: registers the gRPC port's methods (Compute on the fast
 //!   lane, reflection; the port adds `grpc.health.v1`), binds it and the
-//!   admin port, serves them with the bounded drivers of [`ops::serve`],
+//!   admin port, serves them with the bounded drivers of [`serving`],
 //!   and runs both through the shared shutdown choreography in
-//!   [`ops::lifecycle`].
+//!   [`runtime::lifecycle`].
 //! - [`limits`]: the worst-case memory of each connection and call, and
 //!   the caps derived from the memory limit.
 //! - [`config`]: flags and environment variables, with their ranges.
@@ -21,8 +21,8 @@ pub mod service;
 use std::process::ExitCode;
 
 pub use config::Config;
-use ops::serve::routes::GrpcRoutesBuilder;
 pub use server::{Server, ServerError};
+use serving::routes::GrpcRoutesBuilder;
 
 /// More methods on gcd's gRPC port: how a binary built on gcd adds its own
 /// (`|routes| routes.unary(PATH, handler)`); they get every bound, health,
@@ -32,20 +32,20 @@ pub type MoreRoutes = fn(GrpcRoutesBuilder) -> GrpcRoutesBuilder;
 /// The whole of a gcd binary after its allocator: flags, configuration,
 /// `--check-config`, then serving gcd's methods and `more` until stopped.
 pub fn main_with(more: MoreRoutes) -> ExitCode {
-    let args: config::Args = match ops::config::parse_args() {
+    let args: config::Args = match runtime::config::parse_args() {
         Ok(args) => args,
         Err(exit) => return exit,
     };
-    ops::logging::init();
-    let open_files = ops::budget::raise_open_file_limit();
+    telemetry::logging::init();
+    let open_files = runtime::budget::raise_open_file_limit();
     let config = match Config::from_args(args, open_files, more) {
         Ok(config) => config,
-        Err(err) => return ops::process::invalid_config(&err),
+        Err(err) => return runtime::process::invalid_config(&err),
     };
     if config.check_only {
-        return ops::process::report_budget("gcd", &config.budget);
+        return runtime::process::report_budget("gcd", &config.budget);
     }
-    ops::process::run("gcd", config.process, |lifecycle| async move {
+    runtime::process::run("gcd", config.process, |lifecycle| async move {
         Server::bind(config).await?.run(lifecycle, more).await
     })
 }

@@ -8,13 +8,13 @@
 
 use std::time::Duration;
 
-use ops::{
+use runtime::{
     ConfigError,
     budget::{Budget, MemoryLimit},
-    serve::{
-        SocketBuffers, grpc,
-        routes::{DEFAULT_MAX_MESSAGE_BYTES, Method},
-    },
+};
+use serving::{
+    SocketBuffers, grpc,
+    routes::{DEFAULT_MAX_MESSAGE_BYTES, Method},
 };
 
 const KIB: u64 = 1024;
@@ -90,17 +90,17 @@ pub fn plan(
     methods: &[Method],
 ) -> Result<Caps, ConfigError> {
     let call = call_bytes(methods);
-    let file_room = ops::budget::open_file_room(
+    let file_room = runtime::budget::open_file_room(
         "--max-connections (GCD_MAX_CONNECTIONS)",
         connections,
         open_files,
-        ops::admin::LIMITS.max_connections as u64 + RESERVED_FILES,
+        serving::admin::LIMITS.max_connections as u64 + RESERVED_FILES,
         MIN_CONNECTIONS,
     )?;
 
     let mut budget = Budget::new(limit);
     budget.add("process baseline", 1, BASELINE);
-    ops::admin::budget_line(&mut budget);
+    serving::admin::budget_line(&mut budget);
     budget.add(
         "gRPC calls waiting for the place of an evicted connection",
         grpc::MAX_WAITING_CALLS as u64,
@@ -184,7 +184,8 @@ mod tests {
 
     #[test]
     fn an_open_file_limit_below_the_floor_is_refused() {
-        let floor = ops::admin::LIMITS.max_connections as u64 + RESERVED_FILES + MIN_CONNECTIONS;
+        let floor =
+            serving::admin::LIMITS.max_connections as u64 + RESERVED_FILES + MIN_CONNECTIONS;
         let caps = plan(None, None, None, floor, &[]).unwrap();
         assert_eq!(caps.max_connections as u64, MIN_CONNECTIONS);
         let err = plan(None, None, None, floor - 1, &[])

@@ -5,10 +5,8 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use ops::{
-    Lifecycle, Phase, serve,
-    serve::routes::{GrpcRoutes, GrpcRoutesBuilder},
-};
+use runtime::{Lifecycle, Phase};
+use serving::routes::{GrpcRoutes, GrpcRoutesBuilder};
 use tokio::net::TcpListener;
 
 use crate::{
@@ -22,7 +20,7 @@ pub const COMPUTE_PATH: &str = "/pb.GCDService/Compute";
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
-    Bind(#[from] serve::BindError),
+    Bind(#[from] serving::BindError),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
@@ -60,8 +58,9 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
-        let (grpc, grpc_addr) = serve::bind(config.listen, limits::SOCKET_BUFFERS)?;
-        let (admin, admin_addr) = serve::bind(config.admin_listen, ops::admin::SOCKET_BUFFERS)?;
+        let (grpc, grpc_addr) = serving::bind(config.listen, limits::SOCKET_BUFFERS)?;
+        let (admin, admin_addr) =
+            serving::bind(config.admin_listen, serving::admin::SOCKET_BUFFERS)?;
         Ok(Self {
             config,
             grpc,
@@ -102,16 +101,16 @@ impl Server {
             max_calls = self.config.grpc.max_calls,
             "gcd listening"
         );
-        let grpc = serve::grpc::serve(
+        let grpc = serving::grpc::serve(
             self.grpc,
             routes,
             self.config.grpc,
             lifecycle.reached(Phase::Stopping),
         );
-        let admin = serve::http1::serve(
+        let admin = serving::http1::serve(
             self.admin,
-            ops::admin::router(lifecycle.clone(), Arc::new((metrics, port_metrics))),
-            ops::admin::LIMITS,
+            serving::admin::router(lifecycle.clone(), Arc::new((metrics, port_metrics))),
+            serving::admin::LIMITS,
             lifecycle.reached(Phase::Stopping),
         );
         lifecycle

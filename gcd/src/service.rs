@@ -1,15 +1,13 @@
 //! The `Compute` RPC: one registration on the gRPC port's fast lane
-//! ([`ops::serve::routes`]), written as a handler from `GCDRequest` to
+//! ([`serving::routes`]), written as a handler from `GCDRequest` to
 //! `GCDResponse`. Two fixed-width integers: nothing to validate and
 //! nothing that can fail.
 
 use std::{future::Future, sync::Arc};
 
 use gcd_proto::{GcdRequest, GcdResponse};
-use ops::{
-    metrics::{Counter, Exposition},
-    serve::routes::Unary,
-};
+use serving::routes::Unary;
+use telemetry::metrics::{Counter, Exposition};
 use tonic::Status;
 
 use crate::compute::gcd;
@@ -20,7 +18,7 @@ pub struct GcdMetrics {
     pub compute_requests: Counter,
 }
 
-impl ops::admin::Metrics for GcdMetrics {
+impl serving::admin::Metrics for GcdMetrics {
     fn render(&self, out: &mut Exposition) {
         out.counter(
             "gcd_compute_requests_total",

@@ -10,7 +10,7 @@ use gcd_proto::{
     gcd_service_client::GcdServiceClient,
     gcd_service_server::{GcdService, GcdServiceServer},
 };
-use ops::serve::{self, grpc, routes::GrpcRoutes};
+use serving::{grpc, routes::GrpcRoutes};
 use testkit::Padded;
 use tonic::{Request, Response, Status, transport::Channel};
 use tonic_health::pb::{
@@ -67,9 +67,9 @@ async fn a_tonic_service_registered_without_a_limit_gets_1_kib_not_4_mib() {
     assert_eq!(methods[0].path, "/pb.GCDService/*");
     assert_eq!(methods[0].max_message_bytes, 1024);
     let (routes, _health) = builder.build().await;
-    let (listener, addr) = serve::bind(
+    let (listener, addr) = serving::bind(
         ([127, 0, 0, 1], 0).into(),
-        serve::SocketBuffers {
+        serving::SocketBuffers {
             receive: 64 * 1024,
             send: 64 * 1024,
         },

@@ -15,7 +15,7 @@ use h2::{
     RecvStream,
     client::{ResponseFuture, SendRequest},
 };
-use ops::serve::grpc::MAX_UNSENT_ANSWERS_PER_CONNECTION;
+use serving::grpc::MAX_UNSENT_ANSWERS_PER_CONNECTION;
 use testkit::process::Service;
 use tokio::{net::TcpStream, task::JoinHandle};
 use tonic::codegen::http::{Request, Response};

@@ -1,5 +1,5 @@
 //! gRPC over HTTP/2 as this project writes and reads it, in one place: the
-//! serving code (`ops`), gcd's handlers and the api's client all speak the
+//! serving code (`serving`), gcd's handlers and the api's client all speak the
 //! wire through this crate, so a header name, a status code or the
 //! message prefix is spelled once.
 //!

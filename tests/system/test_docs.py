@@ -364,7 +364,7 @@ def check_curl(command: Command) -> None:
         assert path in ("/readyz", "/healthz", "/metrics"), f"{command}: the admin ports serve no {path}"
 
 
-PROTO = (ROOT / "proto" / "gcd.proto").read_text()
+PROTO = (ROOT / "gcd-proto" / "gcd.proto").read_text()
 
 
 def check_grpc_call(command: Command, args: list[str]) -> None:

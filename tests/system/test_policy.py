@@ -34,7 +34,7 @@ def deny(workspace: Path, *extra: str) -> subprocess.CompletedProcess:
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
 
 
-def add_crate(workspace: Path, name: str, licence: str, dependent: str = "ops") -> None:
+def add_crate(workspace: Path, name: str, licence: str, dependent: str = "runtime") -> None:
     """A path crate `name` under `licence`, made a dependency of `dependent`."""
     crate = workspace / name
     (crate / "src").mkdir(parents=True)

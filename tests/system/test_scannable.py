@@ -119,7 +119,7 @@ def test_binary_embeds_exactly_the_crates_it_is_built_from(target: str, service:
     assert everything == built(service, target), differences(everything, built(service, target))
     assert cargo_tree(service, target, "normal,build") <= everything
     workspace = {p["name"] for p in data["packages"] if p["source"] == "local"}
-    assert workspace <= {"gcd", "api", "ops", "gcd-proto", "grpc-wire"}, workspace
+    assert workspace <= {"gcd", "api", "runtime", "serving", "telemetry", "gcd-proto", "grpc-wire"}, workspace
     assert {p["source"] for p in data["packages"]} <= {"local", "crates.io"}
 
 

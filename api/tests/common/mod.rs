@@ -42,7 +42,7 @@ impl Resolve for ScriptedResolver {
 pub struct InProcessApi {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    lifecycle: ops::Lifecycle,
+    lifecycle: runtime::Lifecycle,
     running: tokio::task::JoinHandle<Result<(), api::ServerError>>,
     runtime: tokio::runtime::Runtime,
 }
@@ -74,7 +74,7 @@ impl InProcessApi {
         )
         .unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let lifecycle = ops::Lifecycle::new();
+        let lifecycle = runtime::Lifecycle::new();
         let server = runtime
             .block_on(Server::bind_with_resolver(config, resolver))
             .unwrap();
@@ -91,7 +91,7 @@ impl InProcessApi {
 
     /// Stops the api as SIGTERM would and waits for a clean exit.
     pub fn stop(self) {
-        self.lifecycle.advance(ops::Phase::Stopping);
+        self.lifecycle.advance(runtime::Phase::Stopping);
         self.runtime.block_on(self.running).unwrap().unwrap();
     }
 }

@@ -16,7 +16,7 @@ use axum::{
     response::Response,
     routing::get,
 };
-use ops::serve::routes::GrpcRoutesBuilder;
+use serving::routes::GrpcRoutesBuilder;
 use tonic::Status;
 
 /// The `pb` package of `echo.proto`: `SayRequest` and `SayResponse`.
@@ -64,7 +64,7 @@ async fn say_route(
         .call::<Say>(&pb::SayRequest { text }, started)
         .await?;
     let said = serde_json::json!({ "said": answer.text }).to_string();
-    Ok(ops::serve::http1::json(StatusCode::OK, said))
+    Ok(serving::http1::json(StatusCode::OK, said))
 }
 
 /// The api's routes, and `/say/{text}`.

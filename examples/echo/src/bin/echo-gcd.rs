@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 #[global_allocator]
-static ALLOCATOR: ops::alloc::Allocator = ops::alloc::Allocator;
+static ALLOCATOR: runtime::alloc::Allocator = runtime::alloc::Allocator;
 
 fn main() -> ExitCode {
     gcd::main_with(echo::with_say)

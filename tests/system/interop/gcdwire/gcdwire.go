@@ -1,5 +1,5 @@
 // Package gcdwire encodes pb.GCDRequest and pb.GCDResponse
-// (proto/gcd.proto) by hand, so that the Go test peers build from Debian's
+// (gcd-proto/gcd.proto) by hand, so that the Go test peers build from Debian's
 // grpc-go in GOPATH mode with no generated code and no protoc.
 package gcdwire
 

@@ -1,5 +1,14 @@
-//! Every listening port of both binaries, with every resource a client can
-//! make us hold bounded by construction.
+//! The bounded serving of ports: every listening port of both binaries,
+//! with every resource a client can make us hold bounded by construction.
+//!
+//! This file is the accept loop and each port's connection slots; around
+//! it, [`http1`] and [`grpc`] drive a connection of either protocol,
+//! [`io`] guards its reads and writes, [`routes`] is where a gRPC port's
+//! methods are registered, and [`admin`] is the admin port built from the
+//! same parts. Below it are `runtime` (the lifecycle and memory budget the
+//! admin port reports and charges) and `telemetry` (the counters its ports
+//! keep), which never call back here; above it, `gcd` and `api` hand it
+//! their handlers.
 //!
 //! A client is anything that can open a TCP connection: many at once, slow,
 //! silent, or sending bytes no real client sends. Whatever it does, a port
@@ -28,6 +37,7 @@
 //! doing (bounded by the same timeouts) and [`accept_loop`] returns when the
 //! last one has gone.
 
+pub mod admin;
 pub mod grpc;
 pub mod http1;
 pub mod io;

@@ -50,7 +50,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::Service;
 
 use super::grpc::RequestBody;
-use crate::metrics::{Counter, Exposition};
+use telemetry::metrics::{Counter, Exposition};
 
 /// The message limit of every method that does not state one: requests of
 /// a few fields, or a service or symbol name. Anything near it is not a

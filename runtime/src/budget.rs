@@ -664,7 +664,7 @@ mod tests {
                 use std::sync::atomic::{AtomicU32, Ordering};
                 static NEXT: AtomicU32 = AtomicU32::new(0);
                 let path = std::env::temp_dir().join(format!(
-                    "ops-budget-test-{}-{}",
+                    "runtime-budget-test-{}-{}",
                     std::process::id(),
                     NEXT.fetch_add(1, Ordering::Relaxed)
                 ));

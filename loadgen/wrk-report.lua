@@ -1,5 +1,5 @@
 -- wrk's summary as one key=value line, for scripts/bench.py and
--- scripts/soak.py: wrk -s bench/wrk-report.lua ...
+-- scripts/soak.py: wrk -s loadgen/wrk-report.lua ...
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

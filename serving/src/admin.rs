@@ -16,12 +16,10 @@ use axum::{
     routing::get,
 };
 
-use crate::{
-    Lifecycle,
-    budget::Budget,
-    metrics::Exposition,
-    serve::{SocketBuffers, http1},
-};
+use runtime::{Lifecycle, budget::Budget};
+use telemetry::metrics::Exposition;
+
+use crate::{SocketBuffers, http1};
 
 /// One admin connection at its worst: an 8 KiB request head, hyper's
 /// buffers and the task.

@@ -53,7 +53,7 @@ use std::{
 
 use dlmalloc::Dlmalloc;
 
-/// `#[global_allocator] static ALLOCATOR: ops::alloc::Allocator = ops::alloc::Allocator;`
+/// `#[global_allocator] static ALLOCATOR: runtime::alloc::Allocator = runtime::alloc::Allocator;`
 pub struct Allocator;
 
 /// The alignment every dlmalloc block has (two words).

@@ -204,7 +204,7 @@ const HTTP2_REQUEST_LINE: &[u8] = b"PRI * HTTP/2";
 /// A request line that overflowed hyper's buffer has at least the
 /// buffer's smallest size read since the last line feed; half of that
 /// counts as long, for a margin.
-const LONG_REQUEST_LINE: usize = crate::serve::http1::SMALLEST_HEAD_BUFFER / 2;
+const LONG_REQUEST_LINE: usize = crate::http1::SMALLEST_HEAD_BUFFER / 2;
 
 // Our answers in place of hyper's: the same statuses, with the JSON error
 // body every other response has (lengths checked by a test).
@@ -289,11 +289,11 @@ mod tests {
     /// A server socket with small buffers, as every port has: the kernel
     /// wakes a blocked writer once the reader has freed half of it.
     async fn connected() -> (TcpStream, TcpStream) {
-        let buffers = crate::serve::SocketBuffers {
+        let buffers = crate::SocketBuffers {
             receive: 16 * 1024,
             send: 16 * 1024,
         };
-        let (listener, addr) = crate::serve::bind(([127, 0, 0, 1], 0).into(), buffers).unwrap();
+        let (listener, addr) = crate::bind(([127, 0, 0, 1], 0).into(), buffers).unwrap();
         let client = TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         (server, client)

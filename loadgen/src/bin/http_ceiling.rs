@@ -7,11 +7,11 @@ use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use argh::FromArgs;
 use axum::{Router, http::header, routing::get};
-use ops::{Phase, serve};
+use runtime::Phase;
 
 /// The api's allocator, so the ceiling is measured on the same footing.
 #[global_allocator]
-static ALLOCATOR: ops::alloc::Allocator = ops::alloc::Allocator;
+static ALLOCATOR: runtime::alloc::Allocator = runtime::alloc::Allocator;
 
 /// Fixed-answer HTTP responder on the api's HTTP stack, for measuring this
 /// machine's ceiling: GET /gcd/{a}/{b} always answers {"result":"6"}.
@@ -28,10 +28,10 @@ struct Args {
 
 fn main() -> ExitCode {
     let args: Args = argh::from_env();
-    ops::logging::init();
-    ops::process::run(
+    telemetry::logging::init();
+    runtime::process::run(
         "http-ceiling",
-        ops::process::ProcessConfig {
+        runtime::process::ProcessConfig {
             shutdown_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(5),
             worker_threads: args.worker_threads,
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
             // The api's public port with its defaults (no memory limit).
             let api = api::Config::from_args(api::config::Args::default(), u64::MAX)
                 .map_err(|err| err.to_string())?;
-            let (listener, addr) = serve::bind(args.listen, api::limits::SOCKET_BUFFERS)
+            let (listener, addr) = serving::bind(args.listen, api::limits::SOCKET_BUFFERS)
                 .map_err(|err| err.to_string())?;
             tracing::info!(addr = %addr, "http-ceiling listening");
             let router = Router::new().route(
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
                     )
                 }),
             );
-            serve::http1::serve(
+            serving::http1::serve(
                 listener,
                 router,
                 api.http,
