@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use telemetry::metrics::{Counter, Exposition, Histogram, LATENCY_BOUNDS};
+use telemetry::metrics::{Counter, Exposition, Histogram, LATENCY_BOUNDS, Metrics};
 
 /// The label of requests that match no route.
 pub const UNMATCHED: &str = "unmatched";
@@ -104,7 +104,7 @@ impl ApiMetrics {
     }
 }
 
-impl serving::admin::Metrics for ApiMetrics {
+impl Metrics for ApiMetrics {
     fn render(&self, out: &mut Exposition) {
         let name = "api_http_requests_total";
         out.family(

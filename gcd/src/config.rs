@@ -84,7 +84,7 @@ pub struct Args {
 
 /// Every method the gRPC port serves, with its message limit.
 fn methods(more: crate::MoreRoutes) -> Result<Vec<serving::routes::Method>, ConfigError> {
-    crate::server::routes(Default::default())
+    crate::service::routes(Default::default())
         .map(|routes| more(routes).methods())
         .map_err(|err| ConfigError::Invalid {
             name: "the gRPC services".into(),

@@ -2,15 +2,18 @@
 //! Kubernetes workload needs around it.
 //!
 //! - [`compute`]: the arithmetic, a pure function.
-//! - [`service`]: the `Compute` handler and its metrics.
-//! - [`server`]: registers the gRPC port's methods (Compute on the fast
-//!   lane, reflection; the port adds `grpc.health.v1`), binds it and the
-//!   admin port, serves them with the bounded drivers of [`serving`],
-//!   and runs both through the shared shutdown choreography in
-//!   [`runtime::lifecycle`].
+//! - [`service`]: the `Compute` handler, its metrics, and every method of
+//!   the gRPC port (Compute on the fast lane, reflection; the port adds
+//!   `grpc.health.v1`), which [`config`] budgets and [`server`] serves.
 //! - [`limits`]: the worst-case memory of each connection and call, and
 //!   the caps derived from the memory limit.
 //! - [`config`]: flags and environment variables, with their ranges.
+//! - [`server`]: binds the gRPC port and the admin port, serves them with
+//!   the bounded drivers of [`serving`], and runs both through the shared
+//!   shutdown choreography in [`runtime::lifecycle`].
+//!
+//! Each module uses only those above it, so none of them imports another
+//! that imports it back.
 
 pub mod compute;
 pub mod config;

@@ -6,16 +6,12 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use runtime::{Lifecycle, Phase};
-use serving::routes::{GrpcRoutes, GrpcRoutesBuilder};
 use tokio::net::TcpListener;
 
 use crate::{
     Config, MoreRoutes, limits,
-    service::{Compute, GcdMetrics},
+    service::{GcdMetrics, routes},
 };
-
-/// The one method that carries the traffic.
-pub const COMPUTE_PATH: &str = "/pb.GCDService/Compute";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -23,28 +19,6 @@ pub enum ServerError {
     Bind(#[from] serving::BindError),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-}
-
-/// Every method of gcd's gRPC port: `Compute` on the fast lane, and server
-/// reflection in both versions (grpcurl before 1.8.8, Postman, Evans,
-/// grpcui and grpc-go's own client before 1.57 speak only v1alpha; each
-/// lists every service, both reflection versions included). The port adds
-/// `grpc.health.v1.Health`, and gives every method its bounds.
-pub fn routes(metrics: Arc<GcdMetrics>) -> Result<GrpcRoutesBuilder, ServerError> {
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .include_reflection_service(false)
-            .register_encoded_file_descriptor_set(gcd_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(
-                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            )
-    };
-    Ok(GrpcRoutes::builder()
-        .unary(COMPUTE_PATH, Compute::new(metrics))
-        .tonic(reflection().build_v1()?)
-        .tonic(reflection().build_v1alpha()?))
 }
 
 /// A gcd process with its ports bound.

@@ -17,7 +17,7 @@ use axum::{
 };
 
 use runtime::{Lifecycle, budget::Budget};
-use telemetry::metrics::Exposition;
+use telemetry::metrics::{Exposition, Metrics};
 
 use crate::{SocketBuffers, http1};
 
@@ -51,25 +51,6 @@ pub const LIMITS: http1::Limits = http1::Limits {
     max_head_bytes: 8 * 1024,
     max_target_bytes: 1024,
 };
-
-/// Something that can write its metrics in Prometheus text format.
-pub trait Metrics: Send + Sync + 'static {
-    fn render(&self, out: &mut Exposition);
-}
-
-impl<T: Metrics + ?Sized> Metrics for Arc<T> {
-    fn render(&self, out: &mut Exposition) {
-        (**self).render(out);
-    }
-}
-
-/// Two sources of metrics on one port: a service's own, and its port's.
-impl<A: Metrics, B: Metrics> Metrics for (A, B) {
-    fn render(&self, out: &mut Exposition) {
-        self.0.render(out);
-        self.1.render(out);
-    }
-}
 
 #[derive(Clone)]
 struct AdminState {

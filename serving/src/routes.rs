@@ -50,7 +50,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::Service;
 
 use super::grpc::RequestBody;
-use telemetry::metrics::{Counter, Exposition};
+use telemetry::metrics::{Counter, Exposition, Metrics};
 
 /// The message limit of every method that does not state one: requests of
 /// a few fields, or a service or symbol name. Anything near it is not a
@@ -293,7 +293,7 @@ impl GrpcMetrics {
     }
 }
 
-impl crate::admin::Metrics for GrpcMetrics {
+impl Metrics for GrpcMetrics {
     fn render(&self, out: &mut Exposition) {
         out.family(
             "grpc_calls_total",
@@ -882,7 +882,7 @@ mod tests {
         assert!(!routes.route("/test.Adder/Add").long_lived);
 
         let mut exposition = Exposition::default();
-        crate::admin::Metrics::render(&*routes.metrics(), &mut exposition);
+        Metrics::render(&*routes.metrics(), &mut exposition);
         let text = exposition.into_string();
         for method in [
             "/test.Adder/Add",

@@ -1,9 +1,10 @@
 //! What a process tells the outside about itself: counters and histograms
 //! for Prometheus, and one log line per event.
 //!
-//! - [`metrics`]: lock-free counters and histograms, and their Prometheus
-//!   text format ([`metrics::Exposition`]), which every source of metrics
-//!   writes into and the admin port serves.
+//! - [`metrics`]: lock-free counters and histograms, their Prometheus text
+//!   format ([`metrics::Exposition`]), and [`metrics::Metrics`], what every
+//!   source of metrics (a service, a port) implements for the admin port
+//!   to serve.
 //! - [`logging`]: one line per event on stdout, level from `RUST_LOG`.
 //!
 //! It depends on no other crate of the workspace: `serving` counts what its

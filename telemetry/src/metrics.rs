@@ -5,7 +5,10 @@
 
 use std::{
     fmt::Write as _,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -61,6 +64,26 @@ impl Histogram {
 
     pub fn count(&self) -> u64 {
         self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// Something that can write its metrics in Prometheus text format: a
+/// service's own, or a port's; the admin port serves them all.
+pub trait Metrics: Send + Sync + 'static {
+    fn render(&self, out: &mut Exposition);
+}
+
+impl<T: Metrics + ?Sized> Metrics for Arc<T> {
+    fn render(&self, out: &mut Exposition) {
+        (**self).render(out);
+    }
+}
+
+/// Two sources of metrics on one port: a service's own, and its port's.
+impl<A: Metrics, B: Metrics> Metrics for (A, B) {
+    fn render(&self, out: &mut Exposition) {
+        self.0.render(out);
+        self.1.render(out);
     }
 }
 

@@ -25,7 +25,7 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/pb.rs"));
 }
 
-// ---- the server side (in a copy of the project: gcd/src/server.rs)
+// ---- the server side (in a copy of the project: gcd/src/service.rs)
 
 /// Says back what it was told; there must be something to say.
 pub async fn say(request: pb::SayRequest) -> Result<pb::SayResponse, Status> {
