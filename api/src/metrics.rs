@@ -31,7 +31,7 @@ const STATUSES: [&str; 9] = [
     "200", "400", "404", "405", "414", "502", "503", "504", "other",
 ];
 
-fn status_slot(status: u16) -> usize {
+fn status_index(status: u16) -> usize {
     match status {
         200 => 0,
         400 => 1,
@@ -95,7 +95,7 @@ impl ApiMetrics {
     }
 
     pub fn record_request(&self, route: &Route, status: u16, elapsed: Duration) {
-        route.0.by_status[status_slot(status)].inc();
+        route.0.by_status[status_index(status)].inc();
         self.latency.observe(elapsed);
     }
 
@@ -118,8 +118,8 @@ impl Metrics for ApiMetrics {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         for Route(route) in routes {
-            for (slot, status) in STATUSES.iter().enumerate() {
-                let count = route.by_status[slot].get();
+            for (index, status) in STATUSES.iter().enumerate() {
+                let count = route.by_status[index].get();
                 if count > 0 {
                     out.sample(name, &[("route", route.label), ("status", status)], count);
                 }
@@ -132,8 +132,8 @@ impl Metrics for ApiMetrics {
         );
         let name = "api_upstream_calls_total";
         out.family(name, "counter", "gcd call attempts, by outcome.");
-        for (slot, outcome) in OUTCOMES.iter().enumerate() {
-            out.sample(name, &[("outcome", outcome)], self.upstream[slot].get());
+        for (index, outcome) in OUTCOMES.iter().enumerate() {
+            out.sample(name, &[("outcome", outcome)], self.upstream[index].get());
         }
         out.counter(
             "api_upstream_retries_total",

@@ -409,7 +409,7 @@ impl Upstream {
         // every handle to it is dropped (the replica departed: the task
         // holds no handle, only a weak reference through which it takes the
         // connection out of use). Dropping it drops every stream h2 holds.
-        let slot = Arc::downgrade(&self.connection);
+        let held = Arc::downgrade(&self.connection);
         let closed = close.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -417,8 +417,8 @@ impl Upstream {
                 _ = keep_alive(pings) => {}
                 _ = closed.notified() => {}
             }
-            if let Some(slot) = slot.upgrade() {
-                take_out_of_use(&slot, generation);
+            if let Some(held) = held.upgrade() {
+                take_out_of_use(&held, generation);
             }
         });
         Ok(Connection {
@@ -541,7 +541,7 @@ fn not_grpc(status: http::StatusCode) -> CallError {
 /// The status in `grpc-status` / `grpc-message`, if there is one: `Ok` for
 /// OK (every successful call, so nothing more is read or built), the
 /// failure otherwise. `UNAVAILABLE` and `RESOURCE_EXHAUSTED` are the
-/// replica turning the call away before running it (every place taken,
+/// replica turning the call away before running it (every permit taken,
 /// see `serving::grpc`, or draining): unreachable, so another replica
 /// is tried. `DEADLINE_EXCEEDED` is the replica's own call timeout, which
 /// may be shorter than the api's deadline: too slow, as if the api's had

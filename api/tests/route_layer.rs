@@ -54,7 +54,7 @@ fn a_routed_route_is_shed_timed_out_and_counted() {
     eventually("the stuck handler to start", Duration::from_secs(5), || {
         (STUCK.load(Ordering::SeqCst) == 1).then_some(())
     });
-    // The one place is taken: every route is shed, `/gcd` and `/stuck`.
+    // The one permit is taken: every route is shed, `/gcd` and `/stuck`.
     for path in ["/stuck", "/gcd/12/18"] {
         let shed = http_get(addr, path);
         assert_eq!(shed.status, 503, "{path}");

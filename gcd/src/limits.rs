@@ -102,7 +102,7 @@ pub fn plan(
     budget.add("process baseline", 1, BASELINE);
     serving::admin::budget_line(&mut budget);
     budget.add(
-        "gRPC calls waiting for the place of an evicted connection",
+        "gRPC calls waiting for the permits of an evicted connection",
         grpc::MAX_WAITING_CALLS as u64,
         call,
     );

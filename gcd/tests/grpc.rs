@@ -219,7 +219,7 @@ fn a_call_whose_client_stalls_ends_at_the_call_timeout() {
 
 #[test]
 fn every_connection_has_calls_of_its_own() {
-    // One shared place on the port, which another client's stalled calls
+    // One shared permit on the port, which another client's stalled calls
     // hold; they stay open for as long as the test needs.
     let gcd = Service::gcd(
         None,
@@ -247,8 +247,8 @@ fn every_connection_has_calls_of_its_own() {
 }
 
 #[test]
-fn a_call_within_its_connections_own_places_is_never_evicted() {
-    // One shared place on the port; held calls stay open for as long as
+fn a_call_within_its_connections_own_permits_is_never_evicted() {
+    // One shared permit on the port; held calls stay open for as long as
     // the test needs.
     let gcd = Service::gcd(
         None,
@@ -259,19 +259,19 @@ fn a_call_within_its_connections_own_places_is_never_evicted() {
         // link), open before anyone else's.
         let slow = channel(&gcd).await;
         let mut slow_call = held_call(&slow).await.unwrap();
-        // A client holding its own calls and the port's shared place.
+        // A client holding its own calls and the port's shared permit.
         let greedy = channel(&gcd).await;
         let mut greedy_calls = Vec::new();
         for _ in 0..3 {
             greedy_calls.push(held_call(&greedy).await.unwrap());
         }
-        // Another one wants a shared place too: the greedy client's
+        // Another one wants a shared permit too: the greedy client's
         // connection gives it up, not the slow client's, which frees none.
         let other = channel(&gcd).await;
         let mut other_calls = Vec::new();
         for _ in 0..3 {
             let call = tokio::time::timeout(Duration::from_secs(10), held_call(&other)).await;
-            other_calls.push(call.expect("the call got a place").unwrap());
+            other_calls.push(call.expect("the call got a permit").unwrap());
         }
         for call in &mut greedy_calls {
             let ended = tokio::time::timeout(Duration::from_secs(10), call.message()).await;
@@ -313,8 +313,8 @@ fn a_health_watch_outlives_the_call_timeout_and_hears_the_drain() {
 }
 
 #[test]
-fn a_call_its_client_cancels_gives_its_place_back() {
-    // One shared place on the port beyond each connection's two reserved
+fn a_call_its_client_cancels_gives_its_permit_back() {
+    // One shared permit on the port beyond each connection's two reserved
     // ones; open health watches hold theirs until cancelled.
     let gcd = Service::gcd(
         None,
@@ -323,18 +323,18 @@ fn a_call_its_client_cancels_gives_its_place_back() {
     runtime().block_on(async {
         let channel = channel(&gcd).await;
         for round in 0..5 {
-            // Every place this connection can have, taken...
+            // Every permit this connection can have, taken...
             let bound = tokio::time::Instant::now() + Duration::from_secs(10);
             let watches = loop {
-                match watches_filling_the_places(&channel).await {
+                match watches_filling_the_permits(&channel).await {
                     Ok(watches) => break watches,
-                    // The server frees a cancelled call's place as soon as
+                    // The server frees a cancelled call's permit as soon as
                     // it reads the client's reset, which may come just
                     // after the next call.
                     Err(status) if status.code() == tonic::Code::ResourceExhausted => {
                         assert!(
                             tokio::time::Instant::now() < bound,
-                            "round {round}: places not given back: {status:?}"
+                            "round {round}: permits not given back: {status:?}"
                         );
                         tokio::task::yield_now().await;
                     }
@@ -361,8 +361,8 @@ async fn watch(
 }
 
 /// Three watches on one connection, each seen to be served: its two
-/// reserved places and the port's one shared place.
-async fn watches_filling_the_places(
+/// reserved permits and the port's one shared permit.
+async fn watches_filling_the_permits(
     channel: &Channel,
 ) -> Result<Vec<tonic::Streaming<tonic_health::pb::HealthCheckResponse>>, tonic::Status> {
     let mut watches = Vec::new();

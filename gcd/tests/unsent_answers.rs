@@ -1,7 +1,7 @@
 //! Answers a client will not take: a client that sets its receive window
 //! to 0 gets the heads of its answers (HEADERS are not flow-controlled) but
 //! never their data, which waits in gcd. Each such answer keeps its call's
-//! place until it is written, and the connection counts as stalled, not
+//! permit until it is written, and the connection counts as stalled, not
 //! idle, however well the client keeps it alive.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -132,8 +132,8 @@ fn a_connection_whose_answers_wait_for_window_is_stalled_not_idle() {
 }
 
 #[test]
-fn an_unsent_answer_keeps_its_place() {
-    // One shared place on the port; every connection has 2 of its own.
+fn an_unsent_answer_keeps_its_permit() {
+    // One shared permit on the port; every connection has 2 of its own.
     let gcd = Service::gcd(
         None,
         &[
@@ -148,14 +148,14 @@ fn an_unsent_answer_keeps_its_place() {
         ],
     );
     runtime().block_on(async {
-        // Three answers waiting for window: the third holds the shared place.
+        // Three answers waiting for window: the third holds the shared permit.
         let mut holder = ZeroWindowClient::connect(gcd.addr).await;
         for _ in 0..3 {
             holder.compute().await;
         }
-        // Another client's third call needs that place: it is answered, and
-        // the connection holding the place without progress is closed to
-        // free it (were the place given back when the answer was handed to
+        // Another client's third call needs that permit: it is answered, and
+        // the connection holding the permit without progress is closed to
+        // free it (were the permit given back when the answer was handed to
         // h2, the holder would live on until its idle timeout).
         let mut other = ZeroWindowClient::connect(gcd.addr).await;
         for _ in 0..3 {
@@ -168,14 +168,14 @@ fn an_unsent_answer_keeps_its_place() {
         let closed = holder.closed_within(Duration::from_secs(10)).await;
         assert!(
             closed.is_some(),
-            "the connection holding the place was not closed"
+            "the connection holding the permit was not closed"
         );
         assert!(
             other
                 .closed_within(Duration::from_millis(500))
                 .await
                 .is_none(),
-            "the connection that took the place was closed too"
+            "the connection that took the permit was closed too"
         );
     });
 }

@@ -14,22 +14,22 @@
 //!   [`RESERVED_CALLS_PER_CONNECTION`] calls open whatever others do (they
 //!   are counted with the connection), so no number of other clients can
 //!   keep a connection from being served; calls beyond those share
-//!   `max_calls` places on the whole port. When the port is full, a new
-//!   call takes the places of the connection holding shared places that
+//!   `max_calls` permits on the whole port. When the port is full, a new
+//!   call takes the permits of the connection holding shared permits that
 //!   has gone longest without a call ending (a client holding calls open
 //!   without sending them), which is closed; a connection within its
 //!   reserved calls is never the one. At most [`MAX_WAITING_CALLS`] calls
-//!   wait for such a place at once (the moment it takes the evicted
+//!   wait for such a permit at once (the moment it takes the evicted
 //!   connection to let go); beyond that, or when the new call's own
-//!   connection holds every place, it is answered `RESOURCE_EXHAUSTED`.
+//!   connection holds every permit, it is answered `RESOURCE_EXHAUSTED`.
 //!   Every call ends within `call_timeout` (or the client's shorter
 //!   `grpc-timeout`), request and response streams included, except
 //!   health `Watch` streams, whose request must still arrive in time. A call that runs out of our time means a client
 //!   that stalled it (our handlers answer in microseconds): its connection
 //!   is dropped.
-//! - **answers not yet sent**: a call ends, and gives its place back, only
+//! - **answers not yet sent**: a call ends, and gives its permit back, only
 //!   when h2 has written its whole answer ([`AnswerBytes`]), so answer
-//!   bytes a client does not take count against the same places as calls.
+//!   bytes a client does not take count against the same permits as calls.
 //!   A connection may have [`MAX_UNSENT_ANSWERS_PER_CONNECTION`] answers
 //!   waiting to be written; its further calls wait in h2's queue, unread
 //!   (and, like every stream, within its stream limit). A connection
@@ -61,7 +61,7 @@
 //! call) is answered inside the connection's task as soon as it is
 //! accepted, without a task of its own, and the answers to every call read
 //! in one go leave in one write. Only a call that has to wait (for its
-//! request, a place, or the client's window) gets a task
+//! request, a permit, or the client's window) gets a task
 //! (results/ledger.md has what this saves).
 
 use std::{
@@ -105,11 +105,11 @@ pub const MAX_HEADER_LIST_BYTES: u32 = 8 * 1024;
 /// Response bytes queued per stream for a client that does not read.
 pub const SEND_BUFFER_BYTES: usize = 16 * 1024;
 
-/// Calls that may wait at once for the places of an evicted connection.
+/// Calls that may wait at once for the permits of an evicted connection.
 pub const MAX_WAITING_CALLS: usize = 16;
 
 /// Calls every connection may have open without taking one of the port's
-/// shared places: a client's own share, which no other client can take.
+/// shared permits: a client's own share, which no other client can take.
 pub const RESERVED_CALLS_PER_CONNECTION: usize = 2;
 
 /// Answers a connection may have waiting in h2 to be written (for the
@@ -178,9 +178,9 @@ pub async fn serve(
 
 /// What every connection of a port shares.
 struct Port {
-    /// A place per call in flight.
+    /// A permit per call in flight.
     calls: Arc<Semaphore>,
-    /// A place per call waiting for one of `calls`.
+    /// A permit per call waiting for one of `calls`.
     waiting: Arc<Semaphore>,
     limits: Limits,
     http2: h2::server::Builder,
@@ -197,7 +197,7 @@ const STALL_MARGIN: Duration = Duration::from_secs(1);
 async fn drive(stream: TcpStream, service: GrpcRoutes, port: Arc<Port>, mut slot: Slot) {
     let limits = port.limits;
     let activity = slot.activity.clone();
-    let connections = slot.port.clone();
+    let slots = slot.slots.clone();
     let mut check = pin!(tokio::time::sleep_until(
         Instant::now() + limits.handshake_timeout
     ));
@@ -220,7 +220,7 @@ async fn drive(stream: TcpStream, service: GrpcRoutes, port: Arc<Port>, mut slot
         service,
         port: port.clone(),
         activity: activity.clone(),
-        connections,
+        slots,
     };
     let mut keep_alive = KeepAlive::new(calls.connection.ping_pong(), &limits);
 
@@ -341,14 +341,14 @@ type Accepted = (Request<RecvStream>, SendResponse<AnswerBytes>);
 /// Calls started at a time, whose answers leave in one write.
 const BATCH: usize = 16;
 
-/// One connection's calls: accepts them, admits them to a place, and
+/// One connection's calls: accepts them, admits them with a permit, and
 /// answers them.
 struct Calls {
     connection: Connection<GuardedIo, AnswerBytes>,
     service: GrpcRoutes,
     port: Arc<Port>,
     activity: Arc<Activity>,
-    connections: Arc<Slots>,
+    slots: Arc<Slots>,
 }
 
 impl Calls {
@@ -431,14 +431,14 @@ impl Calls {
         let request = request.map(|stream| RequestBody::new(stream, route.max_message_bytes));
         // Calls start from this task, one at a time, so the count cannot
         // grow between the check and the start.
-        let place = if self.activity.open() < RESERVED_CALLS_PER_CONNECTION {
+        let permit = if self.activity.open() < RESERVED_CALLS_PER_CONNECTION {
             None
-        } else if let Ok(place) = self.port.calls.clone().try_acquire_owned() {
-            Some(place)
+        } else if let Ok(permit) = self.port.calls.clone().try_acquire_owned() {
+            Some(permit)
         } else {
             return self.queue(request, route, respond, deadline);
         };
-        let in_flight = self.activity.start_holding(place);
+        let in_flight = self.activity.start_holding(permit);
         let call = self.service.call(request, route);
         let mut call = Box::pin(answer(call, respond, deadline, in_flight, long_lived));
         if call.as_mut().poll(cx).is_pending() {
@@ -446,7 +446,7 @@ impl Calls {
         }
     }
 
-    /// A call that found every place taken: it waits for the places of the
+    /// A call that found every permit taken: it waits for the permits of the
     /// connection evicted for it, or is refused.
     fn queue(
         &mut self,
@@ -456,21 +456,21 @@ impl Calls {
         deadline: Deadline,
     ) {
         let waiting = match self.port.waiting.clone().try_acquire_owned() {
-            Ok(waiting) if self.connections.evict_stalest_holder(&self.activity) => waiting,
+            Ok(waiting) if self.slots.evict_stalest_holder(&self.activity) => waiting,
             _ => return refuse(respond),
         };
-        // The evicted connection's calls give their places back as soon as
+        // The evicted connection's calls give their permits back as soon as
         // its task ends; wait for one (rare: only under attack).
         let mut service = self.service.clone();
         let calls = self.port.calls.clone();
         let activity = self.activity.clone();
         tokio::spawn(async move {
-            let place = tokio::time::timeout_at(deadline.at, calls.acquire_owned()).await;
+            let permit = tokio::time::timeout_at(deadline.at, calls.acquire_owned()).await;
             drop(waiting);
-            let Ok(Ok(place)) = place else {
+            let Ok(Ok(permit)) = permit else {
                 return refuse(respond);
             };
-            let in_flight = activity.start_holding(Some(place));
+            let in_flight = activity.start_holding(Some(permit));
             answer(
                 service.call(request, route),
                 respond,
@@ -483,7 +483,7 @@ impl Calls {
     }
 }
 
-/// Answers a call that found no place: `RESOURCE_EXHAUSTED`, which the
+/// Answers a call that found no permit: `RESOURCE_EXHAUSTED`, which the
 /// client may retry.
 fn refuse(mut respond: SendResponse<AnswerBytes>) {
     let _ = respond.send_response(
@@ -549,7 +549,7 @@ enum Next {
 
 /// Answers one call: waits for the service's answer, then sends it under
 /// flow control, all within the call's deadline (the answer of a long-lived
-/// stream excepted). The call's place is held until h2 has written the
+/// stream excepted). The call's permit is held until h2 has written the
 /// whole answer, or the answer is abandoned: the last data frame carries it
 /// ([`AnswerBytes`]).
 async fn answer(
@@ -598,7 +598,7 @@ async fn answer(
     let mut sent = 0;
     // The data frame read last, held back while the body has more at once:
     // if the body ends right after it, it is the answer's last frame, which
-    // carries the call's place.
+    // carries the call's permit.
     let mut last: Option<Bytes> = None;
     loop {
         let next = poll_fn(|cx| {
@@ -678,7 +678,7 @@ async fn answer(
 
 /// Hands h2 the end of an answer of which `sent` bytes of data were read,
 /// `last` the frame of them not handed over yet: the last data frame
-/// carries the call's place (an empty one if every frame has gone, for
+/// carries the call's permit (an empty one if every frame has gone, for
 /// data handed earlier may still wait for the client's window), so the
 /// call keeps it until h2 has written all of its data.
 fn finish(
@@ -702,7 +702,7 @@ fn finish(
 /// Answer data as h2 holds it until it is written. The last frame of an
 /// answer carries its call's [`InFlight`]: h2 drops a frame once it has
 /// written it (or with its stream or connection), and writes a stream's
-/// frames in order, so the call stays in flight, and keeps its place, until
+/// frames in order, so the call stays in flight, and keeps its permit, until
 /// its whole answer has gone however long the client withholds its window.
 pub struct AnswerBytes {
     bytes: Bytes,

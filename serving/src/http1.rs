@@ -26,7 +26,7 @@
 //!   itself get our JSON body too, and an HTTP/2 preface HTTP/2's own
 //!   refusal instead of a silent close ([`GuardedIo`]);
 //! - each request is recorded in the connection's [`Activity`], which
-//!   decides which connection gives up its place when the port is full.
+//!   decides which connection gives up its slot when the port is full.
 
 use std::{
     convert::Infallible,

@@ -15,7 +15,7 @@
 //! holds at most:
 //!
 //! - `max_connections` open connections. A port never stops accepting: at
-//!   the cap, a new connection takes the place of the least useful one
+//!   the cap, a new connection takes the slot of the least useful one
 //!   ([`Slots`]): one that has not sent a request yet, else one with nothing
 //!   in flight, the least recently active first. So a new client is served
 //!   at once however many connections others hold, and what it costs is
@@ -117,13 +117,13 @@ pub fn bind(
 }
 
 /// What a connection's driver needs from the port: where to record what
-/// it does (and hear that it must give up its place), and when to stop.
+/// it does (and hear that it must give up its slot), and when to stop.
 #[derive(Debug)]
 pub struct Slot {
     pub activity: Arc<Activity>,
     pub stopping: Stopping,
-    /// Every connection of the port.
-    pub port: Arc<Slots>,
+    /// The slots of every connection of the port.
+    pub slots: Arc<Slots>,
 }
 
 /// Tells a connection's driver that the server is stopping: finish what is
@@ -155,15 +155,15 @@ pub struct Activity {
     /// Milliseconds after `epoch` when the connection was accepted.
     accepted_ms: u64,
     in_flight: AtomicUsize,
-    /// Calls holding one of the port's shared places (gRPC), beyond their
+    /// Calls holding one of the port's shared permits (gRPC), beyond their
     /// connection's own reserved ones.
-    shared_places: AtomicUsize,
+    shared_permits: AtomicUsize,
     /// Streams meant to stay open (gRPC health `Watch`) once their request
     /// has arrived: they keep a connection from being idle, but are not
     /// expected to end.
     long_lived: AtomicUsize,
     /// Calls whose answer is handed to h2 but not yet written (gRPC): they
-    /// are still in flight, and hold their places, until it is.
+    /// are still in flight, and hold their permits, until it is.
     unsent: AtomicUsize,
     evict: Notify,
 }
@@ -177,7 +177,7 @@ impl Activity {
             last_progress_ms: AtomicU64::new(Self::NEVER),
             accepted_ms: u64::try_from(epoch.elapsed().as_millis()).unwrap_or(Self::NEVER - 1),
             in_flight: AtomicUsize::new(0),
-            shared_places: AtomicUsize::new(0),
+            shared_permits: AtomicUsize::new(0),
             long_lived: AtomicUsize::new(0),
             unsent: AtomicUsize::new(0),
             evict: Notify::new(),
@@ -185,18 +185,18 @@ impl Activity {
     }
 
     /// Resolves when the connection must close now: a new connection needs
-    /// its place, or one of its calls' clients stalled it.
+    /// its slot, or one of its calls' clients stalled it.
     pub async fn evicted(&self) {
         self.evict.notified().await;
     }
 
-    /// A call started, holding one of the port's shared places if given
-    /// one: its connection may then be evicted to give the place to another
+    /// A call started, holding one of the port's shared permits if given
+    /// one: its connection may then be evicted to give the permit to another
     /// ([`Slots::evict_stalest_holder`]).
-    pub fn start_holding(self: &Arc<Self>, place: Option<OwnedSemaphorePermit>) -> InFlight {
+    pub fn start_holding(self: &Arc<Self>, permit: Option<OwnedSemaphorePermit>) -> InFlight {
         let mut in_flight = self.start();
-        if let Some(place) = place {
-            in_flight.hold_shared_place(place);
+        if let Some(permit) = permit {
+            in_flight.hold_shared_permit(permit);
         }
         in_flight
     }
@@ -210,7 +210,7 @@ impl Activity {
             activity: self.clone(),
             long_lived: false,
             unsent: false,
-            shared_place: None,
+            shared_permit: None,
         }
     }
 
@@ -289,17 +289,17 @@ pub struct InFlight {
     long_lived: bool,
     /// Counted in [`Activity::unsent`].
     unsent: bool,
-    /// One of the port's shared places (gRPC), given back when dropped.
-    shared_place: Option<OwnedSemaphorePermit>,
+    /// One of the port's shared permits (gRPC), given back when dropped.
+    shared_permit: Option<OwnedSemaphorePermit>,
 }
 
 impl InFlight {
-    /// The call holds one of the port's shared places until it ends: its
+    /// The call holds one of the port's shared permits until it ends: its
     /// connection may be evicted to give it to another
     /// ([`Slots::evict_stalest_holder`]).
-    fn hold_shared_place(&mut self, place: OwnedSemaphorePermit) {
-        if self.shared_place.replace(place).is_none() {
-            self.activity.shared_places.fetch_add(1, Ordering::Relaxed);
+    fn hold_shared_permit(&mut self, permit: OwnedSemaphorePermit) {
+        if self.shared_permit.replace(permit).is_none() {
+            self.activity.shared_permits.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -336,8 +336,8 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let activity = &self.activity;
         activity.progressed();
-        if self.shared_place.is_some() {
-            activity.shared_places.fetch_sub(1, Ordering::Relaxed);
+        if self.shared_permit.is_some() {
+            activity.shared_permits.fetch_sub(1, Ordering::Relaxed);
         }
         if self.unsent {
             activity.unsent.fetch_sub(1, Ordering::Relaxed);
@@ -350,24 +350,25 @@ impl Drop for InFlight {
     }
 }
 
-/// The connections of one port, so that a new one can take the place of
+/// The connections of one port, so that a new one can take the slot of
 /// the least useful one when the port is full.
 #[derive(Debug)]
 pub struct Slots {
-    permits: Arc<Semaphore>,
+    /// One per slot no connection has taken.
+    vacancies: Arc<Semaphore>,
     epoch: Instant,
     open: Mutex<Vec<Option<Arc<Activity>>>>,
     free: Mutex<Vec<usize>>,
 }
 
-/// A connection's place; gives it back when dropped.
-struct Place {
+/// A connection's slot; gives it back when dropped.
+struct TakenSlot {
     slots: Arc<Slots>,
     index: usize,
-    _permit: OwnedSemaphorePermit,
+    _vacancy: OwnedSemaphorePermit,
 }
 
-impl Drop for Place {
+impl Drop for TakenSlot {
     fn drop(&mut self) {
         if let Some(entry) = lock(&self.slots.open).get_mut(self.index) {
             *entry = None;
@@ -379,14 +380,14 @@ impl Drop for Place {
 impl Slots {
     fn new(max_connections: usize) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(max_connections)),
+            vacancies: Arc::new(Semaphore::new(max_connections)),
             epoch: Instant::now(),
             open: Mutex::new(Vec::new()),
             free: Mutex::new(Vec::new()),
         }
     }
 
-    fn take(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> (Place, Arc<Activity>) {
+    fn take(self: &Arc<Self>, vacancy: OwnedSemaphorePermit) -> (TakenSlot, Arc<Activity>) {
         let activity = Arc::new(Activity::new(self.epoch));
         let mut open = lock(&self.open);
         let index = match lock(&self.free).pop() {
@@ -399,12 +400,12 @@ impl Slots {
                 open.len() - 1
             }
         };
-        let place = Place {
+        let slot = TakenSlot {
             slots: self.clone(),
             index,
-            _permit: permit,
+            _vacancy: vacancy,
         };
-        (place, activity)
+        (slot, activity)
     }
 
     /// Tells the least useful connection to close.
@@ -419,11 +420,11 @@ impl Slots {
         }
     }
 
-    /// Tells the connection holding shared call places that has gone
+    /// Tells the connection holding shared call permits that has gone
     /// longest without progress to close, unless that is `except`; returns
     /// whether there was one. Legitimate calls end within moments, so this
     /// is a client holding calls open without sending them. A connection
-    /// within its reserved calls holds no shared place and is never chosen:
+    /// within its reserved calls holds no shared permit and is never chosen:
     /// closing it would free nothing for others.
     pub fn evict_stalest_holder(&self, except: &Arc<Activity>) -> bool {
         let open = lock(&self.open);
@@ -431,7 +432,8 @@ impl Slots {
             .iter()
             .flatten()
             .filter(|activity| {
-                activity.shared_places.load(Ordering::Relaxed) > 0 && !Arc::ptr_eq(activity, except)
+                activity.shared_permits.load(Ordering::Relaxed) > 0
+                    && !Arc::ptr_eq(activity, except)
             })
             .min_by_key(|activity| activity.last_progress_ms.load(Ordering::Relaxed));
         if let Some(victim) = victim {
@@ -478,8 +480,8 @@ pub async fn accept_loop<F, Fut>(
                 }
             },
         };
-        let permit = match slots.permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
+        let vacancy = match slots.vacancies.clone().try_acquire_owned() {
+            Ok(vacancy) => vacancy,
             Err(_) => {
                 // Full: make room first, so the port never holds more than
                 // its cap. The evicted connection lets go at once.
@@ -487,8 +489,8 @@ pub async fn accept_loop<F, Fut>(
                 tokio::select! {
                     biased;
                     () = &mut shutdown => break,
-                    permit = slots.permits.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
+                    vacancy = slots.vacancies.clone().acquire_owned() => match vacancy {
+                        Ok(vacancy) => vacancy,
                         Err(_) => break, // the semaphore is never closed
                     },
                 }
@@ -496,16 +498,16 @@ pub async fn accept_loop<F, Fut>(
         };
         // A failure here only costs latency, never correctness.
         let _ = stream.set_nodelay(true);
-        let (place, activity) = slots.take(permit);
+        let (taken, activity) = slots.take(vacancy);
         let slot = Slot {
             activity,
             stopping: Stopping(stopping.clone()),
-            port: slots.clone(),
+            slots: slots.clone(),
         };
         let connection = serve_connection(stream, slot);
         tokio::spawn(async move {
             connection.await;
-            drop(place);
+            drop(taken);
         });
         // Let the new connection (and every other) run before the next
         // accept: under a flood of connections on few worker threads, a
@@ -515,9 +517,9 @@ pub async fn accept_loop<F, Fut>(
     }
     drop(listener);
     let _ = stop.send(true);
-    // Every connection holds a permit until it has finished.
+    // Each connection keeps the vacancy it filled until it has finished.
     let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
-    let _ = slots.permits.acquire_many(all).await;
+    let _ = slots.vacancies.acquire_many(all).await;
 }
 
 #[cfg(test)]
@@ -527,9 +529,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_least_useful_connection_is_evicted_first() {
         let slots = Arc::new(Slots::new(3));
-        let (_busy_place, busy) = take(&slots);
-        let (_idle_place, idle) = take(&slots);
-        let (_silent_place, silent) = take(&slots);
+        let (_busy_slot, busy) = take(&slots);
+        let (_idle_slot, idle) = take(&slots);
+        let (_silent_slot, silent) = take(&slots);
         let _request = busy.start();
         drop(idle.start());
         tokio::time::advance(Duration::from_millis(10)).await;
@@ -540,7 +542,7 @@ mod tests {
         assert!(!is_notified(&idle) && !is_notified(&busy));
 
         // Then the one with nothing in flight.
-        drop(_silent_place);
+        drop(_silent_slot);
         slots.evict_one();
         assert!(is_notified(&idle));
         assert!(!is_notified(&busy));
@@ -550,7 +552,7 @@ mod tests {
     async fn a_connection_awaits_a_request_from_its_accept_or_its_last_answer() {
         let slots = Arc::new(Slots::new(1));
         let accepted = Instant::now();
-        let (_place, activity) = take(&slots);
+        let (_slot, activity) = take(&slots);
         assert_eq!(activity.awaiting_request_since(), Some(accepted));
 
         tokio::time::advance(Duration::from_millis(30)).await;
@@ -571,12 +573,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn among_never_used_connections_the_longest_accepted_goes_first() {
         let slots = Arc::new(Slots::new(2));
-        let (first_place, _) = take(&slots);
-        let (_older_place, older) = take(&slots);
-        drop(first_place);
+        let (first_slot, _) = take(&slots);
+        let (_older_slot, older) = take(&slots);
+        drop(first_slot);
         tokio::time::advance(Duration::from_millis(10)).await;
-        // Takes the freed first place, so it comes first in the port's list.
-        let (_newer_place, newer) = take(&slots);
+        // Takes the freed first slot, so it comes first in the port's list.
+        let (_newer_slot, newer) = take(&slots);
         slots.evict_one();
         assert!(
             is_notified(&older),
@@ -586,14 +588,14 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn calls_evict_the_holder_of_shared_places_with_the_oldest_progress() {
+    async fn calls_evict_the_holder_of_shared_permits_with_the_oldest_progress() {
         let slots = Arc::new(Slots::new(4));
-        let (stuck_place, stuck) = take(&slots);
-        let (_legit_place, legit) = take(&slots);
-        let (_busy_place, busy) = take(&slots);
-        let (_asking_place, asking) = take(&slots);
+        let (stuck_slot, stuck) = take(&slots);
+        let (_legit_slot, legit) = take(&slots);
+        let (_busy_slot, busy) = take(&slots);
+        let (_asking_slot, asking) = take(&slots);
 
-        // A client holding shared places with calls that never end, and
+        // A client holding shared permits with calls that never end, and
         // starting more beside them.
         let mut stuck_calls = vec![shared_call(&stuck)];
         tokio::time::advance(Duration::from_millis(10)).await;
@@ -611,7 +613,7 @@ mod tests {
         assert!(!is_notified(&legit) && !is_notified(&busy));
 
         drop(stuck_calls);
-        drop(stuck_place);
+        drop(stuck_slot);
         assert!(slots.evict_stalest_holder(&asking));
         assert!(is_notified(&busy));
         assert!(
@@ -625,13 +627,13 @@ mod tests {
     }
 
     fn shared_call(activity: &Arc<Activity>) -> InFlight {
-        let place = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
-        activity.start_holding(Some(place))
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        activity.start_holding(Some(permit))
     }
 
-    /// A new connection's place, as the accept loop takes it.
-    fn take(slots: &Arc<Slots>) -> (Place, Arc<Activity>) {
-        slots.take(slots.permits.clone().try_acquire_owned().unwrap())
+    /// A new connection's slot, as the accept loop takes it.
+    fn take(slots: &Arc<Slots>) -> (TakenSlot, Arc<Activity>) {
+        slots.take(slots.vacancies.clone().try_acquire_owned().unwrap())
     }
 
     fn is_notified(activity: &Activity) -> bool {

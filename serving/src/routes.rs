@@ -342,7 +342,7 @@ struct TonicRoute {
 /// Where a call goes, found once from its path.
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
-    /// A fast-lane method's place, or none for tonic's router.
+    /// A fast-lane method's index, or none for tonic's router.
     fast: Option<u16>,
     /// Where the call is counted.
     counter: u16,

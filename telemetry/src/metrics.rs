@@ -30,7 +30,7 @@ impl Counter {
 #[derive(Debug)]
 pub struct Histogram {
     bounds: &'static [f64],
-    /// One slot per bound plus the `+Inf` slot; not cumulative.
+    /// One bucket per bound plus the `+Inf` bucket; not cumulative.
     buckets: Box<[AtomicU64]>,
     sum_nanos: AtomicU64,
 }
@@ -52,12 +52,12 @@ impl Histogram {
 
     pub fn observe(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
-        let slot = self
+        let index = self
             .bounds
             .iter()
             .position(|bound| seconds <= *bound)
             .unwrap_or(self.bounds.len());
-        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
@@ -120,11 +120,11 @@ impl Exposition {
     pub fn histogram(&mut self, name: &str, help: &str, histogram: &Histogram) -> &mut Self {
         self.family(name, "histogram", help);
         let mut cumulative = 0;
-        for (slot, bucket) in histogram.buckets.iter().enumerate() {
+        for (index, bucket) in histogram.buckets.iter().enumerate() {
             cumulative += bucket.load(Ordering::Relaxed);
             let bound = histogram
                 .bounds
-                .get(slot)
+                .get(index)
                 .map_or_else(|| "+Inf".to_owned(), f64::to_string);
             let _ = write!(self.text, "{name}_bucket");
             self.write_labels(&[], Some(&bound));

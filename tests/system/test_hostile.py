@@ -178,7 +178,7 @@ def test_api_pipelined_flood_that_never_reads(api, record):
 
 def test_api_slowloris(api, record):
     """Headers a byte at a time: each connection is dropped at the header
-    read timeout, and new clients take the places of the oldest meanwhile."""
+    read timeout, and new clients take the slots of the oldest meanwhile."""
     cap = api.log_value("max_connections")
     clients = 2 * cap
     with h.Fleet() as fleet:
@@ -348,7 +348,7 @@ def test_gcd_thousands_of_silent_connections(gcd, record):
     with h.Fleet() as fleet:
         socks = fleet.open(gcd.addr, 5000)
         survived(gcd, "gcd: 5000 silent TCP connections", record, lambda: legit_grpc(gcd), connections=5000)
-        # Those that got a place lose it at the handshake timeout.
+        # Those that got a slot lose it at the handshake timeout.
         bound = ms(gcd, "GCD_HANDSHAKE_TIMEOUT_MS") + 3
         eventually("silent connections to be dropped", lambda: fleet.closed_by_server(socks) > 0, bound)
 

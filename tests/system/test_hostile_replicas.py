@@ -38,7 +38,7 @@ from test_hostile import LEGIT_BOUND_S, legit_http, record  # noqa: F401 (a fixt
 # The share of its memory limit the api may reach: what the limit leaves
 # beyond it is the margin.
 HEADROOM = 0.75
-# Clients the load keeps busy: every place the manifest's in-flight cap
+# Clients the load keeps busy: every permit the manifest's in-flight cap
 # allows.
 CLIENTS = 256
 

@@ -5,7 +5,7 @@ Such a client sets SETTINGS_INITIAL_WINDOW_SIZE to 0, reads every frame and
 answers PINGs, so its connection looks alive; it makes calls and half-closes
 them. gcd may send the heads of the answers (HEADERS are not flow-controlled)
 but none of their data, which waits in gcd for window that never comes. An
-answer waiting so keeps its call's place, a connection has only so many,
+answer waiting so keeps its call's permit, a connection has only so many,
 and a connection whose answers do not leave is stalled, not idle: it is
 closed within the call and write timeouts, not kept for its idle timeout.
 """
@@ -118,7 +118,7 @@ def zero_window_attack(gcd, record, attack: str, method: str, messages: bytes) -
             return all(peer.closed for peer in peers)
 
         # Stalled connections go within the call and write timeouts and 1 s
-        # (sooner when a new connection needs their places), well before
+        # (sooner when a new connection needs their slots), well before
         # the idle timeout and the close that follows.
         stall_s = max(ms(gcd, "GCD_CALL_TIMEOUT_MS"), ms(gcd, "GCD_WRITE_TIMEOUT_MS")) + 1
         eventually("gcd to close every connection whose answers cannot leave", all_closed, stall_s + 5)
