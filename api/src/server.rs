@@ -1,12 +1,11 @@
-//! Binds both ports, then serves until the [`Lifecycle`] says stop.
-//!
-//! Binding is separate from running so that callers (tests, `main`) learn
-//! the real addresses, including ephemeral ports, before traffic starts.
+//! The api's public port: its routes and the balancer behind them, bound
+//! beside the admin port ([`ops::admin::Ports`]) and served until the
+//! [`Lifecycle`] says stop.
 
 use std::{net::SocketAddr, sync::Arc};
 
-use ops::{Lifecycle, Phase, serve};
-use tokio::{net::TcpListener, sync::Semaphore};
+use ops::{Lifecycle, Phase, admin::Ports, serve};
+use tokio::sync::Semaphore;
 
 use crate::{
     Config,
@@ -28,10 +27,7 @@ pub enum ServerError {
 pub struct Server {
     config: Config,
     resolver: Arc<dyn Resolve>,
-    public: TcpListener,
-    admin: TcpListener,
-    public_addr: SocketAddr,
-    admin_addr: SocketAddr,
+    ports: Ports,
 }
 
 impl Server {
@@ -44,24 +40,20 @@ impl Server {
         config: Config,
         resolver: Arc<dyn Resolve>,
     ) -> Result<Self, ServerError> {
-        let (public, public_addr) = serve::bind(config.listen, limits::SOCKET_BUFFERS)?;
-        let (admin, admin_addr) = serve::bind(config.admin_listen, ops::admin::SOCKET_BUFFERS)?;
+        let ports = Ports::bind(config.listen, limits::SOCKET_BUFFERS, config.admin_listen)?;
         Ok(Self {
             config,
             resolver,
-            public,
-            admin,
-            public_addr,
-            admin_addr,
+            ports,
         })
     }
 
     pub fn public_addr(&self) -> SocketAddr {
-        self.public_addr
+        self.ports.service_addr
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
+        self.ports.admin_addr
     }
 
     /// Serves the api's routes until `lifecycle` reaches
@@ -78,11 +70,15 @@ impl Server {
         lifecycle: Lifecycle,
         routes: impl FnOnce(AppState) -> Routes,
     ) -> Result<(), ServerError> {
-        let config = self.config;
+        let Self {
+            config,
+            resolver,
+            ports,
+        } = self;
         let metrics = Arc::new(ApiMetrics::default());
         let balancer = Arc::new(Balancer::new(
             config.gcd.0.clone(),
-            self.resolver,
+            resolver,
             Settings {
                 deadline: config.deadline,
                 connect_timeout: config.connect_timeout,
@@ -106,8 +102,8 @@ impl Server {
         };
         config.budget.log("api");
         tracing::info!(
-            addr = %self.public_addr,
-            admin_addr = %self.admin_addr,
+            addr = %ports.service_addr,
+            admin_addr = %ports.admin_addr,
             gcd = ?config.gcd.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
             max_connections = config.http.max_connections,
             max_in_flight = config.max_in_flight,
@@ -115,24 +111,20 @@ impl Server {
         );
         let Routes { router, shortcut } = routes(state);
         let public = serve::http1::serve_with_shortcut(
-            self.public,
+            ports.service,
             router,
             shortcut,
             config.http,
             lifecycle.reached(Phase::Stopping),
         );
-        let admin = serve::http1::serve(
-            self.admin,
-            ops::admin::router(lifecycle.clone(), metrics),
-            ops::admin::LIMITS,
-            lifecycle.reached(Phase::Stopping),
-        );
-        lifecycle
-            .drain(
-                async { tokio::join!(public, admin) },
-                config.process.drain_timeout,
-            )
-            .await;
+        ops::admin::serve_beside(
+            ports.admin,
+            &lifecycle,
+            metrics,
+            config.process.drain_timeout,
+            public,
+        )
+        .await;
         refresher.abort();
         Ok(())
     }

@@ -10,7 +10,7 @@
 //!   [`ops::lifecycle`].
 //! - [`limits`]: the worst-case memory of each connection and call, and
 //!   the caps derived from the memory limit.
-//! - [`config`]: flags and environment variables, with their ranges.
+//! - [`config`]: gcd's table of flags, and the configuration read from it.
 
 pub mod compute;
 pub mod config;
@@ -29,23 +29,12 @@ pub use server::{Server, ServerError};
 /// metrics and their place in the memory budget, as gcd's own do.
 pub type MoreRoutes = fn(GrpcRoutesBuilder) -> GrpcRoutesBuilder;
 
-/// The whole of a gcd binary after its allocator: flags, configuration,
-/// `--check-config`, then serving gcd's methods and `more` until stopped.
+/// The whole of a gcd binary after its allocator ([`ops::process::main`]
+/// with gcd's flags and ports), serving gcd's methods and `more`.
 pub fn main_with(more: MoreRoutes) -> ExitCode {
-    let args: config::Args = match ops::config::parse_args() {
-        Ok(args) => args,
-        Err(exit) => return exit,
-    };
-    ops::logging::init();
-    let open_files = ops::budget::raise_open_file_limit();
-    let config = match Config::from_args(args, open_files, more) {
-        Ok(config) => config,
-        Err(err) => return ops::process::invalid_config(&err),
-    };
-    if config.check_only {
-        return ops::process::report_budget("gcd", &config.budget);
-    }
-    ops::process::run("gcd", config.process, |lifecycle| async move {
-        Server::bind(config).await?.run(lifecycle, more).await
-    })
+    ops::process::main(
+        &config::COMMAND,
+        |args, open_files| Config::from_args(&args, open_files, more),
+        |config, lifecycle| async move { Server::bind(config).await?.run(lifecycle, more).await },
+    )
 }

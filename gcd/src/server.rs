@@ -1,15 +1,14 @@
-//! Binds both ports, then serves until the [`Lifecycle`] says stop.
-//!
-//! Binding is separate from running so that callers (tests, `main`) learn
-//! the real addresses, including ephemeral ports, before traffic starts.
+//! gcd's gRPC port: its methods, bound beside the admin port
+//! ([`ops::admin::Ports`]) and served until the [`Lifecycle`] says stop.
 
 use std::{net::SocketAddr, sync::Arc};
 
 use ops::{
-    Lifecycle, Phase, serve,
+    Lifecycle, Phase,
+    admin::Ports,
+    serve,
     serve::routes::{GrpcRoutes, GrpcRoutesBuilder},
 };
-use tokio::net::TcpListener;
 
 use crate::{
     Config, MoreRoutes, limits,
@@ -52,31 +51,21 @@ pub fn routes(metrics: Arc<GcdMetrics>) -> Result<GrpcRoutesBuilder, ServerError
 /// A gcd process with its ports bound.
 pub struct Server {
     config: Config,
-    grpc: TcpListener,
-    admin: TcpListener,
-    grpc_addr: SocketAddr,
-    admin_addr: SocketAddr,
+    ports: Ports,
 }
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
-        let (grpc, grpc_addr) = serve::bind(config.listen, limits::SOCKET_BUFFERS)?;
-        let (admin, admin_addr) = serve::bind(config.admin_listen, ops::admin::SOCKET_BUFFERS)?;
-        Ok(Self {
-            config,
-            grpc,
-            admin,
-            grpc_addr,
-            admin_addr,
-        })
+        let ports = Ports::bind(config.listen, limits::SOCKET_BUFFERS, config.admin_listen)?;
+        Ok(Self { config, ports })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc_addr
+        self.ports.service_addr
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
+        self.ports.admin_addr
     }
 
     /// Serves gcd's methods and `more` until `lifecycle` reaches
@@ -94,32 +83,29 @@ impl Server {
             health.not_serving().await;
         });
 
-        self.config.budget.log("gcd");
+        let Self { config, ports } = self;
+        config.budget.log("gcd");
         tracing::info!(
-            addr = %self.grpc_addr,
-            admin_addr = %self.admin_addr,
-            max_connections = self.config.grpc.max_connections,
-            max_calls = self.config.grpc.max_calls,
+            addr = %ports.service_addr,
+            admin_addr = %ports.admin_addr,
+            max_connections = config.grpc.max_connections,
+            max_calls = config.grpc.max_calls,
             "gcd listening"
         );
         let grpc = serve::grpc::serve(
-            self.grpc,
+            ports.service,
             routes,
-            self.config.grpc,
+            config.grpc,
             lifecycle.reached(Phase::Stopping),
         );
-        let admin = serve::http1::serve(
-            self.admin,
-            ops::admin::router(lifecycle.clone(), Arc::new((metrics, port_metrics))),
-            ops::admin::LIMITS,
-            lifecycle.reached(Phase::Stopping),
-        );
-        lifecycle
-            .drain(
-                async { tokio::join!(grpc, admin) },
-                self.config.process.drain_timeout,
-            )
-            .await;
+        ops::admin::serve_beside(
+            ports.admin,
+            &lifecycle,
+            Arc::new((metrics, port_metrics)),
+            config.process.drain_timeout,
+            grpc,
+        )
+        .await;
         Ok(())
     }
 }

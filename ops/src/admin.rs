@@ -6,7 +6,7 @@
 //! client that holds admin connections cannot take memory from the service
 //! port, or its slots.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -16,11 +16,13 @@ use axum::{
     routing::get,
 };
 
+use tokio::net::TcpListener;
+
 use crate::{
-    Lifecycle,
+    Lifecycle, Phase,
     budget::Budget,
     metrics::Exposition,
-    serve::{SocketBuffers, http1},
+    serve::{self, BindError, SocketBuffers, http1},
 };
 
 /// One admin connection at its worst: an 8 KiB request head, hyper's
@@ -71,6 +73,56 @@ impl<A: Metrics, B: Metrics> Metrics for (A, B) {
         self.0.render(out);
         self.1.render(out);
     }
+}
+
+/// A process's two ports, bound: its service port and its admin port.
+/// Binding comes before serving so that callers (tests, `main`) learn the
+/// real addresses, ephemeral ports included, before traffic starts.
+pub struct Ports {
+    pub service: TcpListener,
+    pub admin: TcpListener,
+    pub service_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+}
+
+impl Ports {
+    /// Binds `service`, whose accepted sockets get `buffers`, and `admin`.
+    pub fn bind(
+        service: SocketAddr,
+        buffers: SocketBuffers,
+        admin: SocketAddr,
+    ) -> Result<Self, BindError> {
+        let (service, service_addr) = serve::bind(service, buffers)?;
+        let (admin, admin_addr) = serve::bind(admin, SOCKET_BUFFERS)?;
+        Ok(Self {
+            service,
+            admin,
+            service_addr,
+            admin_addr,
+        })
+    }
+}
+
+/// Serves the admin port beside `service` (the service port's own loop,
+/// which ends once `lifecycle` reaches [`Phase::Stopping`] and its
+/// connections have finished), until both end, or `drain_timeout` after
+/// [`Phase::Stopping`] at the latest.
+pub async fn serve_beside(
+    admin: TcpListener,
+    lifecycle: &Lifecycle,
+    metrics: Arc<dyn Metrics>,
+    drain_timeout: Duration,
+    service: impl Future<Output = ()>,
+) {
+    let admin = http1::serve(
+        admin,
+        router(lifecycle.clone(), metrics),
+        LIMITS,
+        lifecycle.reached(Phase::Stopping),
+    );
+    lifecycle
+        .drain(async { tokio::join!(service, admin) }, drain_timeout)
+        .await;
 }
 
 #[derive(Clone)]
