@@ -6,12 +6,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use ops::{
-    budget::{Budget, MemoryLimit},
-    config::{self, Args, ByteSize, CHECK_CONFIG, Command, ConfigError, Flag, parses},
-    process::{self, ProcessConfig},
-    serve::http1,
-};
+use ops::budget::MemoryLimit;
+use ops::config::{self, Args, ByteSize, CHECK_CONFIG, Command, ConfigError, Flag, parses};
+use ops::process::{self, Common};
+use ops::serve::http1;
 
 use crate::{limits, resolve::Targets, routes::MAX_URI_BYTES};
 
@@ -78,15 +76,10 @@ pub const COMMAND: Command = Command {
         )
         .range(1, 65536)
         .default("512"),
-        Flag::value(
-            "--max-connections",
+        config::max_connections(
             "API_MAX_CONNECTIONS",
-            parses::<usize>,
-            "most open client connections; at the cap a new one takes the place of the least \
-             useful (no request yet, else idle, else least recently active)",
-        )
-        .range(1, 65536)
-        .derived("what the memory limit allows, at most 4096"),
+            "what the memory limit allows, at most 4096",
+        ),
         Flag::value(
             "--header-read-timeout-ms",
             "API_HEADER_READ_TIMEOUT_MS",
@@ -97,14 +90,7 @@ pub const COMMAND: Command = Command {
         )
         .range(100, 600_000)
         .default("5000"),
-        Flag::value(
-            "--write-timeout-ms",
-            "API_WRITE_TIMEOUT_MS",
-            parses::<u64>,
-            "a client that does not read its response for this long is disconnected",
-        )
-        .range(100, 600_000)
-        .default("5000"),
+        config::write_timeout_ms("API_WRITE_TIMEOUT_MS"),
         Flag::value(
             "--max-connection-age-ms",
             "API_MAX_CONNECTION_AGE_MS",
@@ -125,7 +111,6 @@ pub const COMMAND: Command = Command {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
     pub gcd: Targets,
     pub resolve_interval: Duration,
     pub deadline: Duration,
@@ -133,10 +118,8 @@ pub struct Config {
     pub max_in_flight: usize,
     /// The public port's bounds.
     pub http: http1::Limits,
-    /// Worst-case memory of the caps above, against the memory limit.
-    pub budget: Budget,
-    pub process: ProcessConfig,
-    pub check_only: bool,
+    /// The admin port, the process flags, and the caps' memory budget.
+    pub common: Common,
 }
 
 impl Config {
@@ -158,7 +141,6 @@ impl Config {
         )?;
         Ok(Self {
             listen: args.value("--listen")?,
-            admin_listen: args.value("--admin-listen")?,
             gcd,
             resolve_interval: args.millis("--resolve-interval-ms")?,
             deadline,
@@ -173,24 +155,8 @@ impl Config {
                 max_head_bytes: limits::MAX_HEAD_BYTES,
                 max_target_bytes: MAX_URI_BYTES,
             },
-            budget: caps.budget,
-            process: ProcessConfig::from_args(args)?,
-            check_only: args.switch("--check-config"),
+            common: Common::from_args(args, caps.budget)?,
         })
-    }
-}
-
-impl process::Settings for Config {
-    fn budget(&self) -> &Budget {
-        &self.budget
-    }
-
-    fn process(&self) -> ProcessConfig {
-        self.process
-    }
-
-    fn check_only(&self) -> bool {
-        self.check_only
     }
 }
 
@@ -198,21 +164,19 @@ impl process::Settings for Config {
 mod tests {
     use super::*;
 
+    /// The table is whole, every range is checked, and `--help` says the
+    /// connection cap the memory limit derives is at most limits' default.
     #[test]
-    fn the_table_is_whole_and_says_the_derived_cap() {
-        config::check_table(&COMMAND).unwrap();
+    fn the_table_is_what_the_api_reads() {
+        config::check_command(&COMMAND, |args| Config::from_args(args, 1 << 20).map(drop)).unwrap();
         let help = config::help_text(&COMMAND, "api");
-        let unwrapped = help.split_whitespace().collect::<Vec<_>>().join(" ");
-        let at_most = format!(
-            "what the memory limit allows, at most {}]",
-            limits::DEFAULT_MAX_CONNECTIONS
+        let cap = limits::DEFAULT_MAX_CONNECTIONS;
+        let derived = format!("what the memory limit allows, at most {cap}]");
+        assert!(
+            help.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .contains(&derived)
         );
-        assert!(unwrapped.contains(&at_most), "{unwrapped}");
-    }
-
-    #[test]
-    fn every_range_is_checked() {
-        config::check_ranges_are_read(&COMMAND, |args| Config::from_args(args, 1 << 20).map(drop))
-            .unwrap();
     }
 }

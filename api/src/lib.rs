@@ -81,6 +81,7 @@ pub fn main_with(routes: fn(routes::AppState) -> routes::Routes) -> ExitCode {
     ops::process::main(
         &config::COMMAND,
         |args, open_files| Config::from_args(&args, open_files),
+        |config| &config.common,
         |config, lifecycle| async move {
             Server::bind(config)
                 .await?

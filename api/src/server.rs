@@ -40,7 +40,11 @@ impl Server {
         config: Config,
         resolver: Arc<dyn Resolve>,
     ) -> Result<Self, ServerError> {
-        let ports = Ports::bind(config.listen, limits::SOCKET_BUFFERS, config.admin_listen)?;
+        let ports = Ports::bind(
+            config.listen,
+            limits::SOCKET_BUFFERS,
+            config.common.admin_listen,
+        )?;
         Ok(Self {
             config,
             resolver,
@@ -100,7 +104,7 @@ impl Server {
             handler_timeout: config.http.handler_timeout,
             unmatched: metrics.route(UNMATCHED),
         };
-        config.budget.log("api");
+        config.common.budget.log("api");
         tracing::info!(
             addr = %ports.service_addr,
             admin_addr = %ports.admin_addr,
@@ -110,21 +114,13 @@ impl Server {
             "api listening"
         );
         let Routes { router, shortcut } = routes(state);
-        let public = serve::http1::serve_with_shortcut(
-            ports.service,
-            router,
-            shortcut,
-            config.http,
-            lifecycle.reached(Phase::Stopping),
-        );
-        ops::admin::serve_beside(
-            ports.admin,
-            &lifecycle,
-            metrics,
-            config.process.drain_timeout,
-            public,
-        )
-        .await;
+        let stopping = lifecycle.reached(Phase::Stopping);
+        let drain_timeout = config.common.process.drain_timeout;
+        ports
+            .serve(&lifecycle, metrics, drain_timeout, |public| {
+                serve::http1::serve_with_shortcut(public, router, shortcut, config.http, stopping)
+            })
+            .await;
         refresher.abort();
         Ok(())
     }

@@ -6,12 +6,10 @@
 
 use std::net::SocketAddr;
 
-use ops::{
-    budget::{Budget, MemoryLimit},
-    config::{self, Args, ByteSize, CHECK_CONFIG, Command, ConfigError, Flag, parses},
-    process::{self, ProcessConfig},
-    serve::grpc,
-};
+use ops::budget::MemoryLimit;
+use ops::config::{self, Args, ByteSize, CHECK_CONFIG, Command, ConfigError, Flag, parses};
+use ops::process::{self, Common};
+use ops::serve::grpc;
 
 use crate::limits;
 
@@ -35,15 +33,10 @@ pub const COMMAND: Command = Command {
         .default("0.0.0.0:3000"),
         config::admin_listen("GCD_ADMIN_LISTEN", "0.0.0.0:9090"),
         config::memory_limit("GCD_MEMORY_LIMIT"),
-        Flag::value(
-            "--max-connections",
+        config::max_connections(
             "GCD_MAX_CONNECTIONS",
-            parses::<usize>,
-            "most open gRPC connections; at the cap a new one takes the place of the least \
-             useful (no call yet, else idle, else least recently active)",
-        )
-        .range(1, 65536)
-        .derived("what the memory limit allows, at most 1024"),
+            "what the memory limit allows, at most 1024",
+        ),
         Flag::value(
             "--max-concurrent-calls",
             "GCD_MAX_CONCURRENT_CALLS",
@@ -85,14 +78,7 @@ pub const COMMAND: Command = Command {
         )
         .range(100, 600_000)
         .default("5000"),
-        Flag::value(
-            "--write-timeout-ms",
-            "GCD_WRITE_TIMEOUT_MS",
-            parses::<u64>,
-            "a client that does not read what we send for this long is disconnected",
-        )
-        .range(100, 600_000)
-        .default("5000"),
+        config::write_timeout_ms("GCD_WRITE_TIMEOUT_MS"),
         process::shutdown_delay_ms("GCD_SHUTDOWN_DELAY_MS"),
         process::drain_timeout_ms("GCD_DRAIN_TIMEOUT_MS"),
         process::worker_threads("GCD_WORKER_THREADS"),
@@ -114,12 +100,9 @@ fn methods(more: crate::MoreRoutes) -> Result<Vec<ops::serve::routes::Method>, C
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
     pub grpc: grpc::Limits,
-    /// Worst-case memory of the caps above, against the memory limit.
-    pub budget: Budget,
-    pub process: ProcessConfig,
-    pub check_only: bool,
+    /// The admin port, the process flags, and the caps' memory budget.
+    pub common: Common,
 }
 
 impl Config {
@@ -142,7 +125,6 @@ impl Config {
         )?;
         Ok(Self {
             listen: args.value("--listen")?,
-            admin_listen: args.value("--admin-listen")?,
             grpc: grpc::Limits {
                 max_connections: caps.max_connections,
                 max_calls: caps.max_calls,
@@ -154,24 +136,8 @@ impl Config {
                 keepalive_interval: limits::KEEPALIVE_INTERVAL,
                 keepalive_timeout: limits::KEEPALIVE_TIMEOUT,
             },
-            budget: caps.budget,
-            process: ProcessConfig::from_args(args)?,
-            check_only: args.switch("--check-config"),
+            common: Common::from_args(args, caps.budget)?,
         })
-    }
-}
-
-impl process::Settings for Config {
-    fn budget(&self) -> &Budget {
-        &self.budget
-    }
-
-    fn process(&self) -> ProcessConfig {
-        self.process
-    }
-
-    fn check_only(&self) -> bool {
-        self.check_only
     }
 }
 
@@ -179,22 +145,19 @@ impl process::Settings for Config {
 mod tests {
     use super::*;
 
+    /// The table is whole, every range is checked, and `--help` says the
+    /// caps that the memory limit derives are at most limits' defaults.
     #[test]
-    fn the_table_is_whole_and_says_the_derived_caps() {
-        config::check_table(&COMMAND).unwrap();
-        let help = config::help_text(&COMMAND, "gcd");
-        let at_most = |cap| format!("what the memory limit allows, at most {cap}]");
+    fn the_table_is_what_gcd_reads() {
+        let configure = |args: &Args| Config::from_args(args, 1 << 20, |routes| routes).map(drop);
+        config::check_command(&COMMAND, configure).unwrap();
+        let help = config::help_text(&COMMAND, "gcd")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for cap in [limits::DEFAULT_MAX_CONNECTIONS, limits::DEFAULT_MAX_CALLS] {
+            assert!(help.contains(&format!("what the memory limit allows, at most {cap}]")));
+        }
         assert_eq!(help.matches("at most").count(), 2, "{help}");
-        let unwrapped = help.split_whitespace().collect::<Vec<_>>().join(" ");
-        assert!(unwrapped.contains(&at_most(limits::DEFAULT_MAX_CONNECTIONS)));
-        assert!(unwrapped.contains(&at_most(limits::DEFAULT_MAX_CALLS)));
-    }
-
-    #[test]
-    fn every_range_is_checked() {
-        config::check_ranges_are_read(&COMMAND, |args| {
-            Config::from_args(args, 1 << 20, |routes| routes).map(drop)
-        })
-        .unwrap();
     }
 }

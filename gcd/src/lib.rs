@@ -35,6 +35,7 @@ pub fn main_with(more: MoreRoutes) -> ExitCode {
     ops::process::main(
         &config::COMMAND,
         |args, open_files| Config::from_args(&args, open_files, more),
+        |config| &config.common,
         |config, lifecycle| async move { Server::bind(config).await?.run(lifecycle, more).await },
     )
 }

@@ -56,7 +56,11 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
-        let ports = Ports::bind(config.listen, limits::SOCKET_BUFFERS, config.admin_listen)?;
+        let ports = Ports::bind(
+            config.listen,
+            limits::SOCKET_BUFFERS,
+            config.common.admin_listen,
+        )?;
         Ok(Self { config, ports })
     }
 
@@ -84,7 +88,7 @@ impl Server {
         });
 
         let Self { config, ports } = self;
-        config.budget.log("gcd");
+        config.common.budget.log("gcd");
         tracing::info!(
             addr = %ports.service_addr,
             admin_addr = %ports.admin_addr,
@@ -92,20 +96,16 @@ impl Server {
             max_calls = config.grpc.max_calls,
             "gcd listening"
         );
-        let grpc = serve::grpc::serve(
-            ports.service,
-            routes,
-            config.grpc,
-            lifecycle.reached(Phase::Stopping),
-        );
-        ops::admin::serve_beside(
-            ports.admin,
-            &lifecycle,
-            Arc::new((metrics, port_metrics)),
-            config.process.drain_timeout,
-            grpc,
-        )
-        .await;
+        let stopping = lifecycle.reached(Phase::Stopping);
+        let drain_timeout = config.common.process.drain_timeout;
+        ports
+            .serve(
+                &lifecycle,
+                Arc::new((metrics, port_metrics)),
+                drain_timeout,
+                |grpc| serve::grpc::serve(grpc, routes, config.grpc, stopping),
+            )
+            .await;
         Ok(())
     }
 }

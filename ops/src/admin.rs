@@ -101,28 +101,29 @@ impl Ports {
             admin_addr,
         })
     }
-}
 
-/// Serves the admin port beside `service` (the service port's own loop,
-/// which ends once `lifecycle` reaches [`Phase::Stopping`] and its
-/// connections have finished), until both end, or `drain_timeout` after
-/// [`Phase::Stopping`] at the latest.
-pub async fn serve_beside(
-    admin: TcpListener,
-    lifecycle: &Lifecycle,
-    metrics: Arc<dyn Metrics>,
-    drain_timeout: Duration,
-    service: impl Future<Output = ()>,
-) {
-    let admin = http1::serve(
-        admin,
-        router(lifecycle.clone(), metrics),
-        LIMITS,
-        lifecycle.reached(Phase::Stopping),
-    );
-    lifecycle
-        .drain(async { tokio::join!(service, admin) }, drain_timeout)
-        .await;
+    /// Serves the admin port beside the service port (`service` is its
+    /// loop, which must end once `lifecycle` reaches [`Phase::Stopping`]
+    /// and its connections have finished), until both end, or
+    /// `drain_timeout` after [`Phase::Stopping`] at the latest.
+    pub async fn serve<Fut: Future<Output = ()>>(
+        self,
+        lifecycle: &Lifecycle,
+        metrics: Arc<dyn Metrics>,
+        drain_timeout: Duration,
+        service: impl FnOnce(TcpListener) -> Fut,
+    ) {
+        let admin = http1::serve(
+            self.admin,
+            router(lifecycle.clone(), metrics),
+            LIMITS,
+            lifecycle.reached(Phase::Stopping),
+        );
+        let service = service(self.service);
+        lifecycle
+            .drain(async { tokio::join!(service, admin) }, drain_timeout)
+            .await;
+    }
 }
 
 #[derive(Clone)]

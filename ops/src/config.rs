@@ -9,8 +9,9 @@
 //! [`Flag`]'s name, variable, default, range and help. The parser, the
 //! variable fallback, the range checks and `--help` all read that table, so
 //! none of them can disagree with another; the flags both binaries take are
-//! declared here, once ([`admin_listen`], [`memory_limit`], [`CHECK_CONFIG`],
-//! and in [`crate::process`] the shutdown and thread flags). The parser
+//! declared here, once ([`admin_listen`], [`memory_limit`],
+//! [`max_connections`], [`write_timeout_ms`], [`CHECK_CONFIG`], and in
+//! [`crate::process`] the shutdown and thread flags). The parser
 //! reads the command line as argh did, word for word (its messages, `help`
 //! as the last word, `--` ending the flags), with argh's help layout.
 
@@ -188,6 +189,34 @@ pub const fn memory_limit(env: &'static str) -> Flag {
         "memory the process may use, e.g. 64Mi; caps not set are derived from it",
     )
     .derived("the cgroup's limit, else none")
+}
+
+/// `--max-connections`: every service port caps its connections, and
+/// evicts rather than queues at the cap; `derived` says what the cap is
+/// when not set.
+pub const fn max_connections(env: &'static str, derived: &'static str) -> Flag {
+    Flag::value(
+        "--max-connections",
+        env,
+        parses::<usize>,
+        "most open connections on the service port; at the cap a new one takes the place of \
+         the least useful (nothing asked yet, else idle, else least recently active)",
+    )
+    .range(1, 65536)
+    .derived(derived)
+}
+
+/// `--write-timeout-ms`: every service port drops a client that stops
+/// reading.
+pub const fn write_timeout_ms(env: &'static str) -> Flag {
+    Flag::value(
+        "--write-timeout-ms",
+        env,
+        parses::<u64>,
+        "a client that does not read what it is sent for this long is disconnected",
+    )
+    .range(100, 600_000)
+    .default("5000")
 }
 
 /// `--check-config`: every binary can check its settings without serving.
@@ -509,7 +538,7 @@ fn describe(out: &mut String, name: &str, description: &str) {
 
 /// Checks a command's table: names and variables unique, every value
 /// flag with a default, every default read as a given value would be and
-/// within its range. Each binary's tests call it on its table.
+/// within its range.
 pub fn check_table(command: &Command) -> Result<(), String> {
     let flags = command.flags;
     for (index, flag) in flags.iter().enumerate() {
@@ -543,9 +572,19 @@ pub fn check_table(command: &Command) -> Result<(), String> {
     Ok(())
 }
 
+/// [`check_table`], then [`check_ranges_are_read`]: what each binary's
+/// tests check of its table and of `configure`, its reading of it.
+pub fn check_command(
+    command: &Command,
+    configure: impl Fn(&Args) -> Result<(), ConfigError>,
+) -> Result<(), String> {
+    check_table(command)?;
+    check_ranges_are_read(command, configure)
+}
+
 /// Checks that `configure` reads every flag of `command` that has a range,
 /// and checks it: each, given one past its maximum, must be refused in its
-/// own name. Each binary's tests call it on its table.
+/// own name.
 pub fn check_ranges_are_read(
     command: &Command,
     configure: impl Fn(&Args) -> Result<(), ConfigError>,

@@ -6,7 +6,7 @@
 //! configuration). A binary brings only what is its own: its flag table,
 //! how its configuration follows from them, and what it serves.
 
-use std::{fmt::Display, future::Future, process::ExitCode, time::Duration};
+use std::{fmt::Display, future::Future, net::SocketAddr, process::ExitCode, time::Duration};
 
 use crate::{
     ConfigError, Lifecycle,
@@ -88,25 +88,41 @@ impl ProcessConfig {
     }
 }
 
-/// What the start-up path needs of a binary's validated configuration.
-pub trait Settings {
-    /// Worst-case memory of its caps, against the memory limit.
-    fn budget(&self) -> &Budget;
-    fn process(&self) -> ProcessConfig;
+/// What every binary's configuration holds beside its own settings: what
+/// the flags every binary takes say, and the memory budget of its caps.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub admin_listen: SocketAddr,
+    /// Worst-case memory of the binary's caps, against the memory limit.
+    pub budget: Budget,
+    pub process: ProcessConfig,
     /// `--check-config`: report and exit instead of serving.
-    fn check_only(&self) -> bool;
+    pub check_only: bool,
+}
+
+impl Common {
+    /// From the flags every binary takes, and the binary's `budget`.
+    pub fn from_args(args: &Args, budget: Budget) -> Result<Self, ConfigError> {
+        Ok(Self {
+            admin_listen: args.value("--admin-listen")?,
+            budget,
+            process: ProcessConfig::from_args(args)?,
+            check_only: args.switch("--check-config"),
+        })
+    }
 }
 
 /// The whole of a binary after its allocator: flags from `command`,
 /// configuration from `configure` (given the flags and the open-file
-/// limit), `--check-config`, then `serve` until the [`Lifecycle`] stops.
+/// limit), of which `common` is what every binary has, `--check-config`,
+/// then `serve` until the [`Lifecycle`] stops.
 pub fn main<C, Fut, E>(
     command: &Command,
     configure: impl FnOnce(Args, u64) -> Result<C, ConfigError>,
+    common: fn(&C) -> &Common,
     serve: impl FnOnce(C, Lifecycle) -> Fut,
 ) -> ExitCode
 where
-    C: Settings,
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
@@ -120,10 +136,11 @@ where
         Ok(config) => config,
         Err(err) => return invalid_config(&err),
     };
-    if config.check_only() {
-        return report_budget(command.name, config.budget());
+    let common = common(&config);
+    if common.check_only {
+        return report_budget(command.name, &common.budget);
     }
-    run(command.name, config.process(), |lifecycle| {
+    run(command.name, common.process, |lifecycle| {
         serve(config, lifecycle)
     })
 }
