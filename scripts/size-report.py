@@ -259,9 +259,9 @@ Why this setup:
   from a table, so one declaration per flag (name, variable, default,
   range, help) needs a parser that reads the table. Measured on host
   release builds (x86_64-unknown-linux-gnu, `cargo build --release -p gcd
-  -p api`, commit `66b5503` with argh, the next with the table): gcd
-  1,644,664 B -> 1,649,600 B (+4,936 B, +0.30%), api 1,475,624 B ->
-  1,476,176 B (+552 B, +0.04%). argh's build is smaller by those few
+  -p api`, commit `66b5503` with argh, `33aeff4` with the table): gcd
+  1,644,664 B -> 1,650,096 B (+5,432 B, +0.33%), api 1,475,624 B ->
+  1,476,656 B (+1,032 B, +0.07%). argh's build is smaller by those few
   bytes, well inside the 2% a change may move a binary, and too few to
   justify declaring every flag twice; the bench tools keep argh.
 """
