@@ -45,6 +45,7 @@ use std::{
 };
 
 use gcd_proto::GcdRequest;
+use runtime::sync::lock;
 use tokio::time::Instant;
 
 use crate::{
@@ -429,8 +430,4 @@ impl Balancer {
             ejected_until: AtomicU64::new(Replica::HEALTHY),
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -23,7 +23,8 @@
 //!   choreography in [`runtime::lifecycle`].
 //! - [`limits`]: the worst-case memory of each connection and request, and
 //!   the connection cap derived from the memory limit.
-//! - [`config`]: flags and environment variables, with their ranges.
+//! - [`config`]: the api's table of flags, and the configuration read
+//!   from it.
 //!
 //! # A route that calls another method
 //!
@@ -55,7 +56,7 @@
 //!     Routes { router: routes::fallbacks(router, state), shortcut: None }
 //! }
 //!
-//! // In main: api::Server::bind(config).await?.run_routes(lifecycle, echo_routes).await
+//! // main: api::main_with(echo_routes)
 //! ```
 
 pub mod balancer;
@@ -68,5 +69,24 @@ pub mod rpc;
 pub mod server;
 pub mod upstream;
 
+use std::process::ExitCode;
+
 pub use config::Config;
 pub use server::{Server, ServerError};
+
+/// The whole of an api binary after its allocator ([`runtime::process::main`]
+/// with the api's flags and ports), serving the routes `routes` builds
+/// ([`routes::gcd_routes`] for the api's own).
+pub fn main_with(routes: fn(routes::AppState) -> routes::Routes) -> ExitCode {
+    runtime::process::main(
+        &config::COMMAND,
+        |args, open_files| Config::from_args(&args, open_files),
+        |config| &config.common,
+        |config, lifecycle| async move {
+            Server::bind(config)
+                .await?
+                .run_routes(lifecycle, routes)
+                .await
+        },
+    )
+}

@@ -1,8 +1,6 @@
-//! `api` binary: parse flags, then hand over to the library.
+//! `api` binary: the api library's `main`, with the api's own routes.
 
 use std::process::ExitCode;
-
-use api::{Config, Server};
 
 /// dlmalloc, not musl's own malloc, whose RSS grows without end once a
 /// second thread allocates (see [`runtime::alloc`]).
@@ -10,20 +8,5 @@ use api::{Config, Server};
 static ALLOCATOR: runtime::alloc::Allocator = runtime::alloc::Allocator;
 
 fn main() -> ExitCode {
-    let args: api::config::Args = match runtime::config::parse_args() {
-        Ok(args) => args,
-        Err(exit) => return exit,
-    };
-    telemetry::logging::init();
-    let open_files = runtime::budget::raise_open_file_limit();
-    let config = match Config::from_args(args, open_files) {
-        Ok(config) => config,
-        Err(err) => return runtime::process::invalid_config(&err),
-    };
-    if config.check_only {
-        return runtime::process::report_budget("api", &config.budget);
-    }
-    runtime::process::run("api", config.process, |lifecycle| async move {
-        Server::bind(config).await?.run(lifecycle).await
-    })
+    api::main_with(api::routes::gcd_routes)
 }

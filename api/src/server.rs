@@ -1,12 +1,12 @@
-//! Binds both ports, then serves until the [`Lifecycle`] says stop.
-//!
-//! Binding is separate from running so that callers (tests, `main`) learn
-//! the real addresses, including ephemeral ports, before traffic starts.
+//! The api's public port: its routes and the balancer behind them, bound
+//! beside the admin port ([`serving::admin::Ports`]) and served until the
+//! [`Lifecycle`] says stop.
 
 use std::{net::SocketAddr, sync::Arc};
 
 use runtime::{Lifecycle, Phase};
-use tokio::{net::TcpListener, sync::Semaphore};
+use serving::admin::Ports;
+use tokio::sync::Semaphore;
 
 use crate::{
     Config,
@@ -28,10 +28,7 @@ pub enum ServerError {
 pub struct Server {
     config: Config,
     resolver: Arc<dyn Resolve>,
-    public: TcpListener,
-    admin: TcpListener,
-    public_addr: SocketAddr,
-    admin_addr: SocketAddr,
+    ports: Ports,
 }
 
 impl Server {
@@ -44,25 +41,24 @@ impl Server {
         config: Config,
         resolver: Arc<dyn Resolve>,
     ) -> Result<Self, ServerError> {
-        let (public, public_addr) = serving::bind(config.listen, limits::SOCKET_BUFFERS)?;
-        let (admin, admin_addr) =
-            serving::bind(config.admin_listen, serving::admin::SOCKET_BUFFERS)?;
+        let ports = Ports::bind(
+            config.listen,
+            limits::SOCKET_BUFFERS,
+            config.common.admin_listen,
+        )?;
         Ok(Self {
             config,
             resolver,
-            public,
-            admin,
-            public_addr,
-            admin_addr,
+            ports,
         })
     }
 
     pub fn public_addr(&self) -> SocketAddr {
-        self.public_addr
+        self.ports.service_addr
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
+        self.ports.admin_addr
     }
 
     /// Serves the api's routes until `lifecycle` reaches
@@ -79,11 +75,15 @@ impl Server {
         lifecycle: Lifecycle,
         routes: impl FnOnce(AppState) -> Routes,
     ) -> Result<(), ServerError> {
-        let config = self.config;
+        let Self {
+            config,
+            resolver,
+            ports,
+        } = self;
         let metrics = Arc::new(ApiMetrics::default());
         let balancer = Arc::new(Balancer::new(
             config.gcd.0.clone(),
-            self.resolver,
+            resolver,
             Settings {
                 deadline: config.deadline,
                 connect_timeout: config.connect_timeout,
@@ -105,34 +105,22 @@ impl Server {
             handler_timeout: config.http.handler_timeout,
             unmatched: metrics.route(UNMATCHED),
         };
-        config.budget.log("api");
+        config.common.budget.log("api");
         tracing::info!(
-            addr = %self.public_addr,
-            admin_addr = %self.admin_addr,
+            addr = %ports.service_addr,
+            admin_addr = %ports.admin_addr,
             gcd = ?config.gcd.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
             max_connections = config.http.max_connections,
             max_in_flight = config.max_in_flight,
             "api listening"
         );
         let Routes { router, shortcut } = routes(state);
-        let public = serving::http1::serve_with_shortcut(
-            self.public,
-            router,
-            shortcut,
-            config.http,
-            lifecycle.reached(Phase::Stopping),
-        );
-        let admin = serving::http1::serve(
-            self.admin,
-            serving::admin::router(lifecycle.clone(), metrics),
-            serving::admin::LIMITS,
-            lifecycle.reached(Phase::Stopping),
-        );
-        lifecycle
-            .drain(
-                async { tokio::join!(public, admin) },
-                config.process.drain_timeout,
-            )
+        let stopping = lifecycle.reached(Phase::Stopping);
+        let drain_timeout = config.common.process.drain_timeout;
+        ports
+            .serve(&lifecycle, metrics, drain_timeout, |public| {
+                serving::http1::serve_with_shortcut(public, router, shortcut, config.http, stopping)
+            })
             .await;
         refresher.abort();
         Ok(())

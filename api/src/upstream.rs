@@ -42,7 +42,7 @@
 use std::{
     net::SocketAddr,
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -57,6 +57,7 @@ use grpc_wire::{
 use h2::client::SendRequest;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri, header};
 use prost::Message;
+use runtime::sync::lock;
 use tokio::{net::TcpStream, sync::Notify, time::Instant};
 
 pub use crate::rpc::CallError;
@@ -587,10 +588,6 @@ fn take_out_of_use(open: &Mutex<Option<Arc<Connection>>>, generation: u64) {
     {
         *open = None;
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

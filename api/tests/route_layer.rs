@@ -12,10 +12,7 @@ use std::{
     time::Duration,
 };
 
-use api::{
-    config::Args,
-    routes::{AppState, Routes, gcd_routes},
-};
+use api::routes::{AppState, Routes, gcd_routes};
 use axum::{Router, response::Response, routing::get};
 use common::{InProcessApi, ScriptedResolver};
 use testkit::{eventually, http::get as http_get, process::metric_value};
@@ -42,12 +39,8 @@ fn routes(state: AppState) -> Routes {
 #[test]
 fn a_routed_route_is_shed_timed_out_and_counted() {
     let resolver = Arc::new(ScriptedResolver::default());
-    let args = Args {
-        deadline_ms: Some(1500),
-        max_in_flight: Some(1),
-        ..Args::default()
-    };
-    let api = InProcessApi::start_routes(resolver, args, routes);
+    let args = ["--deadline-ms", "1500", "--max-in-flight", "1"];
+    let api = InProcessApi::start_routes(resolver, &args, routes);
     let addr = api.addr;
 
     let first = std::thread::spawn(move || http_get(addr, "/stuck"));

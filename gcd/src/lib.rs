@@ -7,7 +7,7 @@
 //!   `grpc.health.v1`), which [`config`] budgets and [`server`] serves.
 //! - [`limits`]: the worst-case memory of each connection and call, and
 //!   the caps derived from the memory limit.
-//! - [`config`]: flags and environment variables, with their ranges.
+//! - [`config`]: gcd's table of flags, and the configuration read from it.
 //! - [`server`]: binds the gRPC port and the admin port, serves them with
 //!   the bounded drivers of [`serving`], and runs both through the shared
 //!   shutdown choreography in [`runtime::lifecycle`].
@@ -32,23 +32,13 @@ use serving::routes::GrpcRoutesBuilder;
 /// metrics and their place in the memory budget, as gcd's own do.
 pub type MoreRoutes = fn(GrpcRoutesBuilder) -> GrpcRoutesBuilder;
 
-/// The whole of a gcd binary after its allocator: flags, configuration,
-/// `--check-config`, then serving gcd's methods and `more` until stopped.
+/// The whole of a gcd binary after its allocator ([`runtime::process::main`]
+/// with gcd's flags and ports), serving gcd's methods and `more`.
 pub fn main_with(more: MoreRoutes) -> ExitCode {
-    let args: config::Args = match runtime::config::parse_args() {
-        Ok(args) => args,
-        Err(exit) => return exit,
-    };
-    telemetry::logging::init();
-    let open_files = runtime::budget::raise_open_file_limit();
-    let config = match Config::from_args(args, open_files, more) {
-        Ok(config) => config,
-        Err(err) => return runtime::process::invalid_config(&err),
-    };
-    if config.check_only {
-        return runtime::process::report_budget("gcd", &config.budget);
-    }
-    runtime::process::run("gcd", config.process, |lifecycle| async move {
-        Server::bind(config).await?.run(lifecycle, more).await
-    })
+    runtime::process::main(
+        &config::COMMAND,
+        |args, open_files| Config::from_args(&args, open_files, more),
+        |config| &config.common,
+        |config, lifecycle| async move { Server::bind(config).await?.run(lifecycle, more).await },
+    )
 }

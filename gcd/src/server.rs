@@ -1,12 +1,10 @@
-//! Binds both ports, then serves until the [`Lifecycle`] says stop.
-//!
-//! Binding is separate from running so that callers (tests, `main`) learn
-//! the real addresses, including ephemeral ports, before traffic starts.
+//! gcd's gRPC port: its methods, bound beside the admin port
+//! ([`serving::admin::Ports`]) and served until the [`Lifecycle`] says stop.
 
 use std::{net::SocketAddr, sync::Arc};
 
 use runtime::{Lifecycle, Phase};
-use tokio::net::TcpListener;
+use serving::admin::Ports;
 
 use crate::{
     Config, MoreRoutes, limits,
@@ -24,32 +22,25 @@ pub enum ServerError {
 /// A gcd process with its ports bound.
 pub struct Server {
     config: Config,
-    grpc: TcpListener,
-    admin: TcpListener,
-    grpc_addr: SocketAddr,
-    admin_addr: SocketAddr,
+    ports: Ports,
 }
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
-        let (grpc, grpc_addr) = serving::bind(config.listen, limits::SOCKET_BUFFERS)?;
-        let (admin, admin_addr) =
-            serving::bind(config.admin_listen, serving::admin::SOCKET_BUFFERS)?;
-        Ok(Self {
-            config,
-            grpc,
-            admin,
-            grpc_addr,
-            admin_addr,
-        })
+        let ports = Ports::bind(
+            config.listen,
+            limits::SOCKET_BUFFERS,
+            config.common.admin_listen,
+        )?;
+        Ok(Self { config, ports })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc_addr
+        self.ports.service_addr
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
+        self.ports.admin_addr
     }
 
     /// Serves gcd's methods and `more` until `lifecycle` reaches
@@ -67,30 +58,23 @@ impl Server {
             health.not_serving().await;
         });
 
-        self.config.budget.log("gcd");
+        let Self { config, ports } = self;
+        config.common.budget.log("gcd");
         tracing::info!(
-            addr = %self.grpc_addr,
-            admin_addr = %self.admin_addr,
-            max_connections = self.config.grpc.max_connections,
-            max_calls = self.config.grpc.max_calls,
+            addr = %ports.service_addr,
+            admin_addr = %ports.admin_addr,
+            max_connections = config.grpc.max_connections,
+            max_calls = config.grpc.max_calls,
             "gcd listening"
         );
-        let grpc = serving::grpc::serve(
-            self.grpc,
-            routes,
-            self.config.grpc,
-            lifecycle.reached(Phase::Stopping),
-        );
-        let admin = serving::http1::serve(
-            self.admin,
-            serving::admin::router(lifecycle.clone(), Arc::new((metrics, port_metrics))),
-            serving::admin::LIMITS,
-            lifecycle.reached(Phase::Stopping),
-        );
-        lifecycle
-            .drain(
-                async { tokio::join!(grpc, admin) },
-                self.config.process.drain_timeout,
+        let stopping = lifecycle.reached(Phase::Stopping);
+        let drain_timeout = config.common.process.drain_timeout;
+        ports
+            .serve(
+                &lifecycle,
+                Arc::new((metrics, port_metrics)),
+                drain_timeout,
+                |grpc| serving::grpc::serve(grpc, routes, config.grpc, stopping),
             )
             .await;
         Ok(())

@@ -6,7 +6,7 @@
 //! client that holds admin connections cannot take memory from the service
 //! port, or its slots.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -16,10 +16,12 @@ use axum::{
     routing::get,
 };
 
-use runtime::{Lifecycle, budget::Budget};
+use tokio::net::TcpListener;
+
+use runtime::{Lifecycle, Phase, budget::Budget};
 use telemetry::metrics::{Exposition, Metrics};
 
-use crate::{SocketBuffers, http1};
+use crate::{BindError, SocketBuffers, http1};
 
 /// One admin connection at its worst: an 8 KiB request head, hyper's
 /// buffers and the task.
@@ -51,6 +53,57 @@ pub const LIMITS: http1::Limits = http1::Limits {
     max_head_bytes: 8 * 1024,
     max_target_bytes: 1024,
 };
+
+/// A process's two ports, bound: its service port and its admin port.
+/// Binding comes before serving so that callers (tests, `main`) learn the
+/// real addresses, ephemeral ports included, before traffic starts.
+pub struct Ports {
+    pub service: TcpListener,
+    pub admin: TcpListener,
+    pub service_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+}
+
+impl Ports {
+    /// Binds `service`, whose accepted sockets get `buffers`, and `admin`.
+    pub fn bind(
+        service: SocketAddr,
+        buffers: SocketBuffers,
+        admin: SocketAddr,
+    ) -> Result<Self, BindError> {
+        let (service, service_addr) = crate::bind(service, buffers)?;
+        let (admin, admin_addr) = crate::bind(admin, SOCKET_BUFFERS)?;
+        Ok(Self {
+            service,
+            admin,
+            service_addr,
+            admin_addr,
+        })
+    }
+
+    /// Serves the admin port beside the service port (`service` is its
+    /// loop, which must end once `lifecycle` reaches [`Phase::Stopping`]
+    /// and its connections have finished), until both end, or
+    /// `drain_timeout` after [`Phase::Stopping`] at the latest.
+    pub async fn serve<Fut: Future<Output = ()>>(
+        self,
+        lifecycle: &Lifecycle,
+        metrics: Arc<dyn Metrics>,
+        drain_timeout: Duration,
+        service: impl FnOnce(TcpListener) -> Fut,
+    ) {
+        let admin = http1::serve(
+            self.admin,
+            router(lifecycle.clone(), metrics),
+            LIMITS,
+            lifecycle.reached(Phase::Stopping),
+        );
+        let service = service(self.service);
+        lifecycle
+            .drain(async { tokio::join!(service, admin) }, drain_timeout)
+            .await;
+    }
+}
 
 #[derive(Clone)]
 struct AdminState {

@@ -53,6 +53,7 @@ use std::{
     time::Duration,
 };
 
+use runtime::sync::lock;
 use tokio::{
     net::{TcpListener, TcpSocket, TcpStream},
     sync::{Notify, OwnedSemaphorePermit, Semaphore, watch},
@@ -441,10 +442,6 @@ impl Slots {
         }
         victim.is_some()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Accepts connections until `shutdown` resolves, at most `max_connections`

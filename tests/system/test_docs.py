@@ -662,3 +662,109 @@ def test_help_says_what_a_full_port_does():
         entry = entry[: entry.index("]") + 1]
         assert "takes the place of the least useful" in entry, f"{service}: {entry}"
         assert "listen queue" not in entry, f"{service}: {entry}"
+
+
+# ------------------------------------------------------------------ README's configuration table
+
+def help_flags(help_text: str) -> dict[str, dict]:
+    """Each flag of a `--help` (as the binary's flag table renders it): its
+    variable, its range and its default (a value, or how it is derived);
+    a switch has none of them."""
+    entries, current = [], None
+    for line in help_text.split("Options:", 1)[1].splitlines():
+        if line.startswith("  --"):
+            current = [line.strip()]
+            entries.append(current)
+        elif current is not None and line.strip():
+            current.append(line.strip())
+    flags = {}
+    for entry in entries:
+        name, _, text = " ".join(entry).partition(" ")
+        if name.startswith("--help"):
+            continue
+        match = re.search(r"\[env (\w+)(?:, (\d+)\.\.=(\d+))?, default(?: (\S+)|: (.*))\]$", text)
+        flags[name] = {
+            "env": match.group(1) if match else "",
+            "range": (int(match.group(2)), int(match.group(3))) if match and match.group(2) else None,
+            "default": match.group(4) if match else None,
+            "derived": match.group(5) if match else None,
+        }
+    return flags
+
+
+def readme_configuration() -> dict[tuple[str, str], dict]:
+    """The rows of README.md's configuration table by binary and flag; a
+    row for `both` stands for one of each, its variable `GCD_`/`API_X`
+    for GCD_X and API_X."""
+    section = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or cells[0] not in ("gcd", "api", "both"):
+            continue
+        binary, flag, env, default = cells
+        flag, env = flag.strip("`"), env.strip("`")
+        for name in (("gcd", "api") if binary == "both" else (binary,)):
+            var = env.replace("GCD_`/`API_", f"{name.upper()}_")
+            key = (name, flag)
+            assert key not in rows, f"README.md: {name} {flag} twice"
+            rows[key] = {"env": var, "default": default}
+    return rows
+
+
+def configuration_problems(helps: dict[str, str], rows: dict[tuple[str, str], dict]) -> list[str]:
+    """Where README.md's configuration table and the binaries' `--help`
+    disagree: a flag only in one, another variable, default or range."""
+    problems = []
+    flags = {(name, flag): entry for name, text in helps.items() for flag, entry in help_flags(text).items()}
+    for key in sorted(flags.keys() - rows.keys()):
+        problems.append(f"{key[0]} {key[1]}: in --help, not in README.md")
+    for key in sorted(rows.keys() - flags.keys()):
+        problems.append(f"{key[0]} {key[1]}: in README.md, not in --help")
+    for key in sorted(flags.keys() & rows.keys()):
+        entry, row, where = flags[key], rows[key], f"{key[0]} {key[1]}"
+        if row["env"] != entry["env"]:
+            problems.append(f"{where}: README.md says env {row['env']!r}, --help {entry['env']!r}")
+        said = row["default"].replace("`", "")
+        if entry["default"] is not None:
+            first = re.match(r"`([^`]+)`", row["default"])
+            if not first or first.group(1) != entry["default"]:
+                problems.append(f"{where}: README.md's default is not `{entry['default']}`: {row['default']}")
+        if entry["derived"] is not None and entry["derived"] not in said:
+            problems.append(f"{where}: README.md's default does not say {entry['derived']!r}: {said}")
+        if entry["range"] is not None:
+            low, high = entry["range"]
+            if f"({low:,} to {high:,}" not in said:
+                problems.append(f"{where}: README.md's range is not ({low:,} to {high:,}): {said}")
+        if not entry["env"] and not said:
+            problems.append(f"{where}: README.md says nothing of it")
+    return problems
+
+
+def test_readme_configuration_table_is_what_help_says():
+    """Every flag, variable, default and range in `gcd --help` and `api
+    --help` (both rendered from each binary's one flag table) is in
+    README.md's configuration table, and the table has nothing else."""
+    helps = {name: km.read_help(binaries()[name]) for name in ("gcd", "api")}
+    rows = readme_configuration()
+    assert len(rows) > 20
+    assert configuration_problems(helps, rows) == []
+
+
+def test_a_wrong_readme_row_is_found():
+    helps = {name: km.read_help(binaries()[name]) for name in ("gcd", "api")}
+    rows = readme_configuration()
+    wrong = dict(rows)
+    wrong[("gcd", "--idle-timeout-ms")] = {"env": "GCD_IDLE_TIMEOUT_MS", "default": "`10000` (1,000 to 60,000)"}
+    wrong[("api", "--deadline-ms")] = {"env": "API_DEADLINE", "default": "`1000` (1 to 600,000)"}
+    wrong[("api", "--max-connections")] = {"env": "API_MAX_CONNECTIONS", "default": "`4096` (1 to 65,536)"}
+    del wrong[("gcd", "--worker-threads")]
+    wrong[("gcd", "--threads")] = rows[("gcd", "--worker-threads")]
+    assert configuration_problems(helps, wrong) == [
+        "gcd --worker-threads: in --help, not in README.md",
+        "gcd --threads: in README.md, not in --help",
+        "api --deadline-ms: README.md says env 'API_DEADLINE', --help 'API_DEADLINE_MS'",
+        "api --max-connections: README.md's default does not say "
+        "'what the memory limit allows, at most 4096': 4096 (1 to 65,536)",
+        "gcd --idle-timeout-ms: README.md's range is not (1,000 to 3,600,000): 10000 (1,000 to 60,000)",
+    ]

@@ -10,7 +10,7 @@ use std::{
 
 use api::{
     Server,
-    config::{Args, Config},
+    config::{COMMAND, Config},
     resolve::{Resolution, Resolve, Target},
 };
 
@@ -49,30 +49,29 @@ pub struct InProcessApi {
 
 impl InProcessApi {
     pub fn start(resolver: Arc<ScriptedResolver>, resolve_interval_ms: u64) -> Self {
-        let args = Args {
-            resolve_interval_ms: Some(resolve_interval_ms),
-            ..Args::default()
-        };
-        Self::start_routes(resolver, args, api::routes::gcd_routes)
+        let interval = resolve_interval_ms.to_string();
+        let args = ["--resolve-interval-ms", interval.as_str()];
+        Self::start_routes(resolver, &args, api::routes::gcd_routes)
     }
 
-    /// An api with `args` (its ports and target set here) serving the
-    /// routes `routes` builds.
+    /// An api with the flags `args` (its ports and target set here)
+    /// serving the routes `routes` builds.
     pub fn start_routes(
         resolver: Arc<ScriptedResolver>,
-        args: Args,
+        args: &[&str],
         routes: fn(api::routes::AppState) -> api::routes::Routes,
     ) -> Self {
-        let config = Config::from_args(
-            Args {
-                listen: Some("127.0.0.1:0".parse().unwrap()),
-                admin_listen: Some("127.0.0.1:0".parse().unwrap()),
-                gcd: Some(SERVICE.into()),
-                ..args
-            },
-            1 << 20,
-        )
-        .unwrap();
+        let mut args = args.to_vec();
+        args.extend([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--gcd",
+            SERVICE,
+        ]);
+        let args = runtime::config::Args::parse(&COMMAND, "api", &args).unwrap();
+        let config = Config::from_args(&args, 1 << 20).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let lifecycle = runtime::Lifecycle::new();
         let server = runtime

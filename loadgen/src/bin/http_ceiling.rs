@@ -38,8 +38,11 @@ fn main() -> ExitCode {
         },
         |lifecycle| async move {
             // The api's public port with its defaults (no memory limit).
-            let api = api::Config::from_args(api::config::Args::default(), u64::MAX)
-                .map_err(|err| err.to_string())?;
+            let api = api::Config::from_args(
+                &runtime::config::Args::new(&api::config::COMMAND),
+                u64::MAX,
+            )
+            .map_err(|err| err.to_string())?;
             let (listener, addr) = serving::bind(args.listen, api::limits::SOCKET_BUFFERS)
                 .map_err(|err| err.to_string())?;
             tracing::info!(addr = %addr, "http-ceiling listening");
