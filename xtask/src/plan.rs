@@ -171,7 +171,7 @@ const BUILD: [&str; 7] = ["build", "--release", "--locked", "-p", "gcd", "-p", "
 /// cross's containers already use. cross mounts cargo's home at `/cargo`
 /// and the target directory at `/target` and links the prebuilt std; only
 /// the workspace keeps its host path there.
-pub fn path_remaps(ctx: &Context, target_dir: &Path) -> Vec<(String, String)> {
+fn path_remaps(ctx: &Context, target_dir: &Path) -> Vec<(String, String)> {
     let mut remaps = vec![(path(ctx.root), "/build".to_string())];
     if ctx.choice.route == Route::Daemonless {
         if let Some(home) = &ctx.machine.cargo_home {
