@@ -28,7 +28,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("PI_GCD_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pi-gcd"))
+sys.path.insert(0, str(ROOT / "tests" / "system"))
+from build_cache import CACHE  # noqa: E402  (where install-deps.sh made the venv)
 # The hostile-client tests against the shipped binaries (not the container
 # ones, which need podman).
 HOSTILE_TESTS = (

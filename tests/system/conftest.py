@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from build_cache import CACHE, clone_dir  # noqa: F401  (the tests take both from here)
+
 REPO = Path(__file__).resolve().parents[2]
-# Where scripts/install-deps.sh keeps what it builds (as scripts/lib/common.sh).
-CACHE = Path(os.environ.get("PI_GCD_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pi-gcd"))
 DIST = Path(os.environ.get("PI_GCD_DIST", REPO / "dist"))
 
 # Rust target -> (OCI platform, ELF machine, ELF class, qemu-user binary or None)

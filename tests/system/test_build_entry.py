@@ -17,6 +17,7 @@ Each test builds in a scratch copy of the workspace, so dist/ is untouched.
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -94,8 +95,12 @@ class Laptop:
         return [c for c in map(json.loads, self.record.read_text().splitlines()) if c["tool"] == tool]
 
 
-def expected_cross_argv() -> list[list[str]]:
-    return [["build", "--release", "--locked", "-p", "gcd", "-p", "api", "--target", target] for target in TARGETS]
+def expected_cross_argv(workspace: Path) -> list[list[str]]:
+    """cross build for each target, rustc told to write the clone's path as
+    /build (cross mounts the workspace at its own path)."""
+    return [["build", "--release", "--locked", "-p", "gcd", "-p", "api", "--target", target,
+             "--config", f'target.{target}.rustflags=["--remap-path-prefix={workspace.resolve()}=/build"]']
+            for target in TARGETS]
 
 
 def expected_buildx_argv(service: str, revision: str, output: list[str], builder: list[str] = []) -> list[str]:
@@ -111,7 +116,7 @@ def expected_buildx_argv(service: str, revision: str, output: list[str], builder
 
 def assert_cross_built_into_dist(laptop: Laptop) -> None:
     cross = laptop.calls("cross")
-    assert [c["argv"] for c in cross] == expected_cross_argv()
+    assert [c["argv"] for c in cross] == expected_cross_argv(laptop.workspace)
     for call in cross:
         assert Path(call["cwd"]) == laptop.workspace
         assert call["CARGO_TARGET_DIR"] == str(laptop.workspace / "target")
@@ -233,8 +238,8 @@ def test_dry_run_prints_the_route_and_every_command_and_runs_none(workspace: Pat
     assert laptop.calls("cross") == [] and laptop.calls("docker") == []
     assert not (workspace / "dist").exists()
     lines = done.stdout.splitlines()
-    for argv in expected_cross_argv():
-        assert f"CARGO_TARGET_DIR={workspace / 'target'} \\\ncross {' '.join(argv)}\n" in done.stdout, done.stdout
+    for argv in expected_cross_argv(workspace):
+        assert f"CARGO_TARGET_DIR={workspace / 'target'} \\\ncross {shlex.join(argv)}\n" in done.stdout, done.stdout
     for service in SERVICES:
         assert any(line.startswith(f"docker buildx build --platform {PLATFORMS} -f docker/{service}.Dockerfile")
                    and line.endswith(f"dest=dist/images/{service}.oci.tar,name={LOCAL_NAMESPACE}/{service}:"

@@ -24,7 +24,7 @@ from pathlib import Path
 import elf
 import pytest
 
-from conftest import CACHE, REPO, SERVICES, TARGETS, require_dist, require_file, require_tool
+from conftest import REPO, SERVICES, TARGETS, clone_dir, require_dist, require_file, require_tool
 from test_artifacts import archive, is_attestation, platform_of
 
 BINARIES = [(target, service) for target in TARGETS for service in SERVICES]
@@ -204,7 +204,7 @@ def test_cross_containers_build_auditable_binaries(tmp_path: Path) -> None:
     assert json.loads(env["CARGO_AUDITABLE_ORIG_ARGS"])["locked"] is True
 
     env["RUSTC_WORKSPACE_WRAPPER"] = require_tool("cargo-auditable")
-    target_dir = CACHE / "target-cross-env"
+    target_dir = clone_dir(REPO) / "target-cross-env"
     subprocess.run(["cargo", "build", "--locked", "-p", "gcd", "--bin", "gcd"],
                    cwd=REPO, env={**OFFLINE, **env, "CARGO_TARGET_DIR": str(target_dir)},
                    check=True, capture_output=True, timeout=1200)

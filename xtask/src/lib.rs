@@ -11,11 +11,13 @@
 //! - [`options`]: flags and environment -> [`options::Options`];
 //! - [`meta`]: version, git revision and dates stamped into the images;
 //! - [`machine`]: which tools this machine has (the only probing);
+//! - [`cache`]: each clone's own directory in the shared build cache;
 //! - [`route`]: which route fits, and why;
 //! - [`plan`]: every step of the chosen route, as data;
 //! - [`exec`]: runs the steps, or prints them for `--dry-run`;
 //! - [`render`]: `k8s/` rewritten for a registry.
 
+pub mod cache;
 pub mod error;
 pub mod exec;
 pub mod machine;
@@ -80,7 +82,8 @@ pub fn main(args: Vec<String>) -> ExitCode {
 /// `build-arm`: probe, choose a route, plan it, run (or print) the plan.
 /// The workspace root, whatever directory cargo was run in (`cargo run`
 /// tells the xtask its manifest directory), made the current directory:
-/// every command and relative path is taken from there.
+/// every command and relative path is taken from there. Canonical, as the
+/// clone's key in the cache ([`cache::clone_dir`]) needs.
 fn workspace_root(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, Error> {
     let root = match env("CARGO_MANIFEST_DIR") {
         Some(dir) => Path::new(&dir)
@@ -89,6 +92,8 @@ fn workspace_root(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, Error
             .to_path_buf(),
         None => std::env::current_dir().map_err(|e| Error::io("the current directory", e))?,
     };
+    let root = std::fs::canonicalize(&root)
+        .map_err(|e| Error::io(format!("resolving {}", root.display()), e))?;
     std::env::set_current_dir(&root)
         .map_err(|e| Error::io(format!("entering {}", root.display()), e))?;
     Ok(root)

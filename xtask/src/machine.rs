@@ -48,6 +48,13 @@ pub struct Machine {
     pub cargo_cyclonedx: Option<PathBuf>,
     pub python3: bool,
     pub buildah: bool,
+    /// Cargo's home (`CARGO_HOME`, else `~/.cargo`): its registry sources
+    /// are where the dependencies are compiled from.
+    pub cargo_home: Option<PathBuf>,
+    /// Where the daemonless route's rustc keeps the std sources it builds
+    /// (`<sysroot>/lib/rustlib/src/rust`), and the commit that rustc was
+    /// built from, whose `/rustc/<commit>` prebuilt std carries instead.
+    pub std_source: Option<(PathBuf, String)>,
 }
 
 impl Machine {
@@ -63,12 +70,12 @@ impl Machine {
                 daemon: succeeds(Command::new(&docker).arg("info")),
             },
         };
+        let cargo_home = env("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| env("HOME").map(|home| Path::new(&home).join(".cargo")));
         let cargo_tool = |name: &str| {
             find(name).or_else(|| {
-                let cargo_home = env("CARGO_HOME")
-                    .map(PathBuf::from)
-                    .or_else(|| env("HOME").map(|home| Path::new(&home).join(".cargo")));
-                [Some(opts.cache.join("tools")), cargo_home]
+                [Some(opts.cache.join("tools")), cargo_home.clone()]
                     .into_iter()
                     .flatten()
                     .map(|root| root.join("bin").join(name))
@@ -76,14 +83,16 @@ impl Machine {
             })
         };
         let debian_cargo = env("DEBIAN_CARGO").unwrap_or_else(|| "/usr/bin/cargo".into());
+        let debian_rustc = executable(
+            env("DEBIAN_RUSTC")
+                .unwrap_or_else(|| "/usr/bin/rustc".into())
+                .into(),
+        );
         Machine {
             cross: find("cross").is_some(),
             docker,
-            debian_rustc: executable(
-                env("DEBIAN_RUSTC")
-                    .unwrap_or_else(|| "/usr/bin/rustc".into())
-                    .into(),
-            ),
+            std_source: debian_rustc.as_deref().and_then(std_source),
+            debian_rustc,
             build_std_cargo: executable(debian_cargo.into()).or_else(|| find("cargo")),
             rust_src: Path::new(RUST_SRC).join("std").is_dir(),
             zig: find("zig").or_else(|| zig_in_venv(&opts.cache.join("venv"))),
@@ -91,8 +100,36 @@ impl Machine {
             cargo_cyclonedx: cargo_tool("cargo-cyclonedx"),
             python3: find("python3").is_some(),
             buildah: find("buildah").is_some(),
+            cargo_home,
         }
     }
+}
+
+/// Where `rustc` keeps its std sources, and the commit it was built from.
+fn std_source(rustc: &Path) -> Option<(PathBuf, String)> {
+    let output = |args: &[&str]| {
+        let out = Command::new(rustc)
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let sysroot = PathBuf::from(output(&["--print", "sysroot"])?.trim());
+    let commit = commit_hash(&output(&["-vV"])?)?;
+    Some((sysroot.join("lib/rustlib/src/rust"), commit))
+}
+
+/// The `commit-hash` line of `rustc -vV`, unless it is unknown.
+pub fn commit_hash(version: &str) -> Option<String> {
+    version
+        .lines()
+        .find_map(|line| line.strip_prefix("commit-hash: "))
+        .map(str::trim)
+        .filter(|hash| !hash.is_empty() && hash.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_string)
 }
 
 /// The first executable `name` in a PATH-style list.
@@ -163,6 +200,18 @@ mod tests {
         assert_eq!(find_in_path("tool", &path), Some(b.join("tool")));
         assert_eq!(find_in_path("other", &path), None);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reads_the_commit_rustc_was_built_from() {
+        let debian = "rustc 1.96.0 (ac68faa20 2026-05-25) (built from a source tarball)\n\
+                      binary: rustc\ncommit-hash: ac68faa20c58cbccd01ee7208bf3b6e93a7d7f96\n\
+                      commit-date: 2026-05-25\nhost: x86_64-unknown-linux-gnu\n";
+        assert_eq!(
+            commit_hash(debian).as_deref(),
+            Some("ac68faa20c58cbccd01ee7208bf3b6e93a7d7f96")
+        );
+        assert_eq!(commit_hash("binary: rustc\ncommit-hash: unknown\n"), None);
     }
 
     #[test]

@@ -74,7 +74,9 @@ daemon), otherwise with buildah.
 Image tags come from the workspace version and the git revision; file
 times and image dates come from SOURCE_DATE_EPOCH (default: the time of
 the last commit), so a rebuild of the same commit gives the same images.
-Slow things are cached in ${PI_GCD_CACHE:-${XDG_CACHE_HOME:-~/.cache}/pi-gcd}.
+Slow things are cached in ${PI_GCD_CACHE:-${XDG_CACHE_HOME:-~/.cache}/pi-gcd},
+cargo's target directory in clones/<folder>-<checksum> there, one per clone.
+The binaries name no path of this machine (--remap-path-prefix).
 
 For size experiments (scripts/size-report.py), binaries only:
   PI_GCD_TARGETS      a subset of the targets, space-separated

@@ -118,7 +118,9 @@ impl Context<'_> {
     fn target_dir(&self) -> PathBuf {
         match (&self.opts.target_dir, self.choice.route) {
             (Some(dir), _) => dir.clone(),
-            (None, Route::Daemonless) => self.opts.cache.join("target-musl"),
+            (None, Route::Daemonless) => {
+                crate::cache::clone_dir(&self.opts.cache, self.root).join("target-musl")
+            }
             // cross mounts the workspace into its containers; keep its
             // target directory there.
             (None, Route::Cross) => self.root.join("target"),
@@ -157,12 +159,70 @@ pub fn binaries(ctx: &Context) -> Vec<Step> {
 /// The cargo build both routes run (each adds its targets).
 const BUILD: [&str; 7] = ["build", "--release", "--locked", "-p", "gcd", "-p", "api"];
 
+/// Where rustc is told to write the build machine's paths it would embed in
+/// a binary (panic locations, `file!()` of dependencies), so every builder
+/// ships the same bytes: `(from, to)`, for `--remap-path-prefix=from=to`.
+/// rustc applies the last prefix that matches, so the broadest comes first.
+///
+/// The daemonless route compiles in place: the clone, cargo's home (the
+/// registry sources), the target directory (build scripts' generated code)
+/// and the std sources of `-Z build-std` become `/build`, `/cargo`,
+/// `/target` and `/rustc/<commit>`, the prefixes a prebuilt std and
+/// cross's containers already use. cross mounts cargo's home at `/cargo`
+/// and the target directory at `/target` and links the prebuilt std; only
+/// the workspace keeps its host path there.
+fn path_remaps(ctx: &Context, target_dir: &Path) -> Vec<(String, String)> {
+    let mut remaps = vec![(path(ctx.root), "/build".to_string())];
+    if ctx.choice.route == Route::Daemonless {
+        if let Some(home) = &ctx.machine.cargo_home {
+            remaps.push((path(home), "/cargo".into()));
+        }
+        remaps.push((path(target_dir), "/target".into()));
+        if let Some((src, commit)) = &ctx.machine.std_source {
+            remaps.push((path(src), format!("/rustc/{commit}")));
+        }
+    }
+    remaps
+}
+
+/// `--config` giving `target`'s rustflags the remaps. Not an environment
+/// variable: cargo splits those at whitespace, and a clone's path may hold
+/// a space. Config arrays add up, so the rustflags of .cargo/config.toml
+/// and of `CARGO_TARGET_<T>_RUSTFLAGS` still apply.
+fn remap_config(target: &str, remaps: &[(String, String)]) -> [String; 2] {
+    let flags: Vec<String> = remaps
+        .iter()
+        .map(|(from, to)| toml_string(&format!("--remap-path-prefix={from}={to}")))
+        .collect();
+    [
+        "--config".to_string(),
+        format!("target.{target}.rustflags=[{}]", flags.join(", ")),
+    ]
+}
+
+/// A TOML basic string.
+fn toml_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn cross_build(ctx: &Context, target_dir: &Path) -> Vec<Step> {
     let mut steps = Vec::new();
+    let remaps = path_remaps(ctx, target_dir);
     for target in &ctx.opts.targets {
-        let mut args = BUILD.to_vec();
-        args.extend(["--target", target]);
-        args.extend(ctx.opts.extra_cargo_args.iter().map(String::as_str));
+        let mut args: Vec<String> = BUILD.map(String::from).to_vec();
+        args.extend(["--target".to_string(), target.clone()]);
+        args.extend(remap_config(target, &remaps));
+        args.extend(ctx.opts.extra_cargo_args.iter().cloned());
         steps.push(Step::Log(format!("cross build --target {target}")));
         steps.push(Step::Run(
             Cmd::new("cross", args).env("CARGO_TARGET_DIR", path(target_dir)),
@@ -219,6 +279,7 @@ fn build_std(ctx: &Context, target_dir: &Path) -> Vec<Step> {
     let rustflags = format!("-C link-self-contained=no {}", ctx.opts.rustflags)
         .trim_end()
         .to_string();
+    let remaps = path_remaps(ctx, target_dir);
     for target in &ctx.opts.targets {
         // zig cc as C compiler and linker; cc-rs adds a --target=<rust
         // triple> that zig would reject, so the wrapper drops it.
@@ -248,6 +309,7 @@ fn build_std(ctx: &Context, target_dir: &Path) -> Vec<Step> {
             // build-std makes no self-contained crt objects; zig brings its own.
             .env(format!("CARGO_TARGET_{upper}_RUSTFLAGS"), &rustflags);
         cmd.args.extend(["--target".to_string(), target.clone()]);
+        cmd.args.extend(remap_config(target, &remaps));
     }
     cmd.args.extend(ctx.opts.extra_cargo_args.iter().cloned());
     // std is built from Debian's rust-web-src with the workspace's release
@@ -670,11 +732,10 @@ mod tests {
         let (bins, imgs) = plan(&[], &laptop());
         assert_eq!(
             commands(&bins),
-            [
-                "cross build --release --locked -p gcd -p api --target armv7-unknown-linux-musleabihf",
-                "cross build --release --locked -p gcd -p api --target aarch64-unknown-linux-musl",
-                "cross build --release --locked -p gcd -p api --target x86_64-unknown-linux-musl",
-            ]
+            TARGETS.map(|t| format!(
+                "cross build --release --locked -p gcd -p api --target {t} \
+                 --config target.{t}.rustflags=[\"--remap-path-prefix=/src/pi-gcd=/build\"]"
+            ))
         );
         let Step::Run(cross) = &bins[1] else {
             panic!("{:?}", bins[1])
@@ -881,12 +942,25 @@ mod tests {
             .collect();
         assert_eq!(runs.len(), 1);
         let cargo = runs[0];
+        let config = |t: &str| {
+            format!(
+                "--config target.{t}.rustflags=[\"--remap-path-prefix=/src/pi-gcd=/build\", \
+                 \"--remap-path-prefix=/home/pi/.cargo=/cargo\", \
+                 \"--remap-path-prefix=/home/pi/.cache/pi-gcd/clones/pi-gcd-4dff1a64/target-musl=/target\", \
+                 \"--remap-path-prefix=/usr/lib/rustlib/src/rust=/rustc/ac68faa20c58cbccd01ee7208bf3b6e93a7d7f96\"]"
+            )
+        };
         assert_eq!(
             format!("{} {}", cargo.program, cargo.args.join(" ")),
-            "/cache/tools/bin/cargo-auditable auditable build --release --locked -p gcd -p api \
-             --target armv7-unknown-linux-musleabihf \
-             --target aarch64-unknown-linux-musl --target x86_64-unknown-linux-musl \
-             -Z build-std=std,panic_abort -Z build-std-features="
+            format!(
+                "/cache/tools/bin/cargo-auditable auditable build --release --locked -p gcd -p api \
+                 --target armv7-unknown-linux-musleabihf {} \
+                 --target aarch64-unknown-linux-musl {} --target x86_64-unknown-linux-musl {} \
+                 -Z build-std=std,panic_abort -Z build-std-features=",
+                config("armv7-unknown-linux-musleabihf"),
+                config("aarch64-unknown-linux-musl"),
+                config("x86_64-unknown-linux-musl")
+            )
         );
         let env = |name: &str| {
             cargo
@@ -900,7 +974,7 @@ mod tests {
         assert_eq!(env("RUSTC_BOOTSTRAP"), Some("1"));
         assert_eq!(
             env("CARGO_TARGET_DIR"),
-            Some("/home/pi/.cache/pi-gcd/target-musl")
+            Some("/home/pi/.cache/pi-gcd/clones/pi-gcd-4dff1a64/target-musl")
         );
         let linker = "/home/pi/.cache/pi-gcd/zig-cc/armv7-unknown-linux-musleabihf";
         assert_eq!(
@@ -931,8 +1005,25 @@ mod tests {
         );
         assert_eq!(
             staged(&bins)[5].0,
-            "/home/pi/.cache/pi-gcd/target-musl/x86_64-unknown-linux-musl/release/api"
+            "/home/pi/.cache/pi-gcd/clones/pi-gcd-4dff1a64/target-musl/x86_64-unknown-linux-musl/release/api"
         );
+    }
+
+    #[test]
+    fn remaps_survive_spaces_and_quotes_in_paths() {
+        let remaps = [(
+            "/Users/me/My \"Code\"/pi-gcd".to_string(),
+            "/build".to_string(),
+        )];
+        assert_eq!(
+            remap_config("aarch64-unknown-linux-musl", &remaps),
+            [
+                "--config".to_string(),
+                r#"target.aarch64-unknown-linux-musl.rustflags=["--remap-path-prefix=/Users/me/My \"Code\"/pi-gcd=/build"]"#
+                    .to_string()
+            ]
+        );
+        assert_eq!(toml_string("a\\b\tc"), r#""a\\b\u0009c""#);
     }
 
     #[test]
@@ -1032,9 +1123,29 @@ mod tests {
             panic!()
         };
         assert!(cargo.args.join(" ").ends_with(
-            "--target armv7-unknown-linux-musleabihf --config profile.release.opt-level=3 \
+            "--remap-path-prefix=/usr/lib/rustlib/src/rust=/rustc/ac68faa20c58cbccd01ee7208bf3b6e93a7d7f96\"] \
+             --config profile.release.opt-level=3 \
              -Z build-std=std,panic_abort -Z build-std-features=backtrace"
         ));
+        // The remaps name the target directory in use.
+        assert!(
+            cargo.args.contains(
+                &remap_config(
+                    "armv7-unknown-linux-musleabihf",
+                    &[
+                        ("/src".into(), "/build".into()),
+                        ("/home/pi/.cargo".into(), "/cargo".into()),
+                        ("/tmp/target".into(), "/target".into()),
+                        (
+                            "/usr/lib/rustlib/src/rust".into(),
+                            "/rustc/ac68faa20c58cbccd01ee7208bf3b6e93a7d7f96".into()
+                        ),
+                    ]
+                )[1]
+            ),
+            "{:?}",
+            cargo.args
+        );
         assert!(cargo.env.contains(&(
             "CARGO_TARGET_ARMV7_UNKNOWN_LINUX_MUSLEABIHF_RUSTFLAGS".into(),
             "-C link-self-contained=no -Z location-detail=none".into()

@@ -184,6 +184,7 @@ pub(crate) mod tests {
             docker: Docker::ready(),
             cargo_cyclonedx: Some("/h/.cargo/bin/cargo-cyclonedx".into()),
             python3: true,
+            cargo_home: Some("/h/.cargo".into()),
             ..Machine::default()
         }
     }
@@ -198,6 +199,11 @@ pub(crate) mod tests {
             cargo_cyclonedx: Some("/cache/tools/bin/cargo-cyclonedx".into()),
             python3: true,
             buildah: true,
+            cargo_home: Some("/home/pi/.cargo".into()),
+            std_source: Some((
+                "/usr/lib/rustlib/src/rust".into(),
+                "ac68faa20c58cbccd01ee7208bf3b6e93a7d7f96".into(),
+            )),
             ..Machine::default()
         }
     }
