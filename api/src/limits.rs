@@ -71,17 +71,17 @@ pub fn plan(
     max_in_flight: usize,
     open_files: u64,
 ) -> Result<Caps, ConfigError> {
-    let file_room = runtime::budget::open_file_room(
-        "--max-connections (API_MAX_CONNECTIONS)",
-        connections,
+    let (mut budget, file_room) = serving::admin::process_budget(
+        limit,
+        BASELINE,
+        &serving::admin::OpenFiles {
+            flag: "--max-connections (API_MAX_CONNECTIONS)",
+            connections,
+            reserved: RESERVED_FILES,
+            min_connections: MIN_CONNECTIONS,
+        },
         open_files,
-        serving::admin::LIMITS.max_connections as u64 + RESERVED_FILES,
-        MIN_CONNECTIONS,
     )?;
-
-    let mut budget = Budget::new(limit);
-    budget.add("process baseline", 1, BASELINE);
-    serving::admin::budget_line(&mut budget);
     budget.add(
         "gcd replica connections",
         MAX_REPLICAS as u64,

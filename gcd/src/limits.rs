@@ -90,17 +90,17 @@ pub fn plan(
     methods: &[Method],
 ) -> Result<Caps, ConfigError> {
     let call = call_bytes(methods);
-    let file_room = runtime::budget::open_file_room(
-        "--max-connections (GCD_MAX_CONNECTIONS)",
-        connections,
+    let (mut budget, file_room) = serving::admin::process_budget(
+        limit,
+        BASELINE,
+        &serving::admin::OpenFiles {
+            flag: "--max-connections (GCD_MAX_CONNECTIONS)",
+            connections,
+            reserved: RESERVED_FILES,
+            min_connections: MIN_CONNECTIONS,
+        },
         open_files,
-        serving::admin::LIMITS.max_connections as u64 + RESERVED_FILES,
-        MIN_CONNECTIONS,
     )?;
-
-    let mut budget = Budget::new(limit);
-    budget.add("process baseline", 1, BASELINE);
-    serving::admin::budget_line(&mut budget);
     budget.add(
         "gRPC calls waiting for the permits of an evicted connection",
         grpc::MAX_WAITING_CALLS as u64,

@@ -18,7 +18,10 @@ use axum::{
 
 use tokio::net::TcpListener;
 
-use runtime::{Lifecycle, Phase, budget::Budget};
+use runtime::{
+    ConfigError, Lifecycle, Phase,
+    budget::{Budget, MemoryLimit},
+};
 use telemetry::metrics::{Exposition, Metrics};
 
 use crate::{BindError, SocketBuffers, http1};
@@ -33,13 +36,44 @@ pub const SOCKET_BUFFERS: SocketBuffers = SocketBuffers {
     send: 4 * 1024,
 };
 
-/// The admin port's line in its process's memory budget.
-pub fn budget_line(budget: &mut Budget) {
+/// What a process's service port needs of the open-file limit.
+pub struct OpenFiles<'a> {
+    /// The flag that caps the service port's connections, for errors.
+    pub flag: &'a str,
+    /// Its value, if set.
+    pub connections: Option<usize>,
+    /// Descriptors for everything but client connections (listeners,
+    /// upstream connections, the runtime's own).
+    pub reserved: u64,
+    /// Fewest connections worth starting with, when the flag is not set.
+    pub min_connections: u64,
+}
+
+/// How every process's plan starts, whatever it serves: a budget holding
+/// its `baseline` and its admin port, and the room the open-file limit
+/// leaves for the service port's connections after the admin port's and
+/// the `reserved` ones (see [`runtime::budget::open_file_room`]).
+pub fn process_budget(
+    limit: Option<MemoryLimit>,
+    baseline: u64,
+    files: &OpenFiles<'_>,
+    open_files: u64,
+) -> Result<(Budget, u64), ConfigError> {
+    let room = runtime::budget::open_file_room(
+        files.flag,
+        files.connections,
+        open_files,
+        LIMITS.max_connections as u64 + files.reserved,
+        files.min_connections,
+    )?;
+    let mut budget = Budget::new(limit);
+    budget.add("process baseline", 1, baseline);
     budget.add(
         "admin connections",
         LIMITS.max_connections as u64,
         CONNECTION_BYTES + SOCKET_BUFFERS.worst_case_bytes(),
     );
+    Ok((budget, room))
 }
 
 /// Bounds of an admin port: a few connections, short timeouts, small heads.
