@@ -53,6 +53,12 @@ const MIN_CONNECTIONS: u64 = 16;
 /// File descriptors kept for everything but client connections (gcd
 /// replicas, DNS, the runtime).
 const RESERVED_FILES: u64 = 64 + MAX_REPLICAS as u64;
+/// What the service port needs of the open-file limit.
+const OPEN_FILES: serving::admin::OpenFiles = serving::admin::OpenFiles {
+    flag: "--max-connections (API_MAX_CONNECTIONS)",
+    reserved: RESERVED_FILES,
+    min_connections: MIN_CONNECTIONS,
+};
 
 /// The cap in force, and the budget it adds up to.
 #[derive(Debug, Clone)]
@@ -71,17 +77,8 @@ pub fn plan(
     max_in_flight: usize,
     open_files: u64,
 ) -> Result<Caps, ConfigError> {
-    let (mut budget, file_room) = serving::admin::process_budget(
-        limit,
-        BASELINE,
-        &serving::admin::OpenFiles {
-            flag: "--max-connections (API_MAX_CONNECTIONS)",
-            connections,
-            reserved: RESERVED_FILES,
-            min_connections: MIN_CONNECTIONS,
-        },
-        open_files,
-    )?;
+    let (mut budget, file_room) =
+        serving::admin::process_budget(limit, BASELINE, &OPEN_FILES, connections, open_files)?;
     budget.add(
         "gcd replica connections",
         MAX_REPLICAS as u64,

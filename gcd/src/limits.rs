@@ -62,6 +62,12 @@ const MIN_CONNECTIONS: u64 = 8;
 const MIN_CALLS: u64 = 64;
 /// File descriptors kept for everything but client connections.
 const RESERVED_FILES: u64 = 64;
+/// What the service port needs of the open-file limit.
+const OPEN_FILES: serving::admin::OpenFiles = serving::admin::OpenFiles {
+    flag: "--max-connections (GCD_MAX_CONNECTIONS)",
+    reserved: RESERVED_FILES,
+    min_connections: MIN_CONNECTIONS,
+};
 
 /// Keep-alive PINGs on idle-looking connections; a peer that does not
 /// answer within the timeout is gone.
@@ -90,17 +96,8 @@ pub fn plan(
     methods: &[Method],
 ) -> Result<Caps, ConfigError> {
     let call = call_bytes(methods);
-    let (mut budget, file_room) = serving::admin::process_budget(
-        limit,
-        BASELINE,
-        &serving::admin::OpenFiles {
-            flag: "--max-connections (GCD_MAX_CONNECTIONS)",
-            connections,
-            reserved: RESERVED_FILES,
-            min_connections: MIN_CONNECTIONS,
-        },
-        open_files,
-    )?;
+    let (mut budget, file_room) =
+        serving::admin::process_budget(limit, BASELINE, &OPEN_FILES, connections, open_files)?;
     budget.add(
         "gRPC calls waiting for the permits of an evicted connection",
         grpc::MAX_WAITING_CALLS as u64,

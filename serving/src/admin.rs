@@ -37,11 +37,9 @@ pub const SOCKET_BUFFERS: SocketBuffers = SocketBuffers {
 };
 
 /// What a process's service port needs of the open-file limit.
-pub struct OpenFiles<'a> {
+pub struct OpenFiles {
     /// The flag that caps the service port's connections, for errors.
-    pub flag: &'a str,
-    /// Its value, if set.
-    pub connections: Option<usize>,
+    pub flag: &'static str,
     /// Descriptors for everything but client connections (listeners,
     /// upstream connections, the runtime's own).
     pub reserved: u64,
@@ -51,17 +49,19 @@ pub struct OpenFiles<'a> {
 
 /// How every process's plan starts, whatever it serves: a budget holding
 /// its `baseline` and its admin port, and the room the open-file limit
-/// leaves for the service port's connections after the admin port's and
-/// the `reserved` ones (see [`runtime::budget::open_file_room`]).
+/// leaves for the service port's `connections` (the flag's value, if set)
+/// after the admin port's and the `reserved` ones (see
+/// [`runtime::budget::open_file_room`]).
 pub fn process_budget(
     limit: Option<MemoryLimit>,
     baseline: u64,
-    files: &OpenFiles<'_>,
+    files: &OpenFiles,
+    connections: Option<usize>,
     open_files: u64,
 ) -> Result<(Budget, u64), ConfigError> {
     let room = runtime::budget::open_file_room(
         files.flag,
-        files.connections,
+        connections,
         open_files,
         LIMITS.max_connections as u64 + files.reserved,
         files.min_connections,
